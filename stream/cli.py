@@ -1,0 +1,227 @@
+"""``cxstream``: the command line (also ``python -m stream``).
+
+Every command reads connection settings from ``CXSTREAM_*`` variables and the
+streams from ``topology.yaml``; ``cxstream --help`` lists the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from .settings import Settings
+from .topology import TopologyError, load_topology
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return Settings(**overrides)
+
+
+def _json_default(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime.worker import run_worker
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    load_topology(settings.topology)  # fail fast with file:line before starting anything
+    run_worker(settings, simulate_rate=args.simulate, simulate_seed=args.seed)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from datetime import timedelta, timezone
+
+    from .simulate import generate
+    from .simulate.publish import publish
+
+    settings = _settings(args)
+    topology = load_topology(settings.topology)
+    if settings.embedded_kafka:
+        print(
+            "cxstream simulate publishes to a running Kafka: set CXSTREAM_KAFKA_BOOTSTRAP "
+            "(or use `cxstream run --simulate RATE` / `cxstream demo`, which start the embedded broker).",
+            file=sys.stderr,
+        )
+        return 2
+    start = args.start or (datetime.now(timezone.utc) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    sim = generate(args.events, args.seed, start, malformed_share=args.malformed, resend_share=args.resend)
+    sent = asyncio.run(
+        publish(
+            sim.records,
+            bootstrap_servers=settings.kafka_bootstrap,
+            topic_names={k: t.name for k, t in topology.source_topics().items()},
+            rate=args.rate,
+            progress=lambda n: print(f"published {n:,}/{args.events:,}", file=sys.stderr, flush=True),
+        )
+    )
+    summary = {"published": sent, **sim.summary()}
+    print(json.dumps(summary, indent=2, default=_json_default))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    result = run_demo(args.events, args.seed, _settings(args), data_dir=args.demo_dir)
+    if args.json:
+        print(json.dumps(result, default=_json_default))
+    else:
+        print(f"produced      {result['produced']:>10,}")
+        print(f"ingested      {result['ingested']:>10,}")
+        print(f"rejected      {result['rejected']:>10,}   (dead-lettered with reason and original bytes)")
+        print(f"deduplicated  {result['deduplicated']:>10,}   (resent event_ids counted once)")
+        for table, n in result["rows"].items():
+            print(f"rows {table:<20} {n:>10,}")
+        print(f"elapsed       {result['elapsed_s']:>10.1f} s")
+        print(f"\nexplore it:   cxstream query --data-dir {result['data_dir']} \"SELECT reason, count() FROM cxstream.dead_letters GROUP BY reason\"")
+    return 0 if result["accounted"] else 1
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .sink.clickhouse import connect
+
+    settings = _settings(args)
+    try:
+        client = connect(settings.clickhouse_dsn)
+    except Exception as exc:  # chDB allows one process per data dir
+        print(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}", file=sys.stderr)
+        if settings.embedded_clickhouse:
+            print("(the embedded chDB is owned by one process at a time: stop `cxstream run` first)", file=sys.stderr)
+        return 2
+    try:
+        result = client.query(args.sql)
+    except Exception as exc:
+        print(f"query failed: {exc}", file=sys.stderr)
+        return 1
+    names = list(result.column_names)
+    rows = result.result_rows
+    if args.json:
+        print(json.dumps([dict(zip(names, row)) for row in rows], default=_json_default))
+        return 0
+    cells = [[_json_default(v) if not isinstance(v, (int, float, str)) else str(v) for v in row] for row in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
+    print("  ".join(n.ljust(w) for n, w in zip(names, widths)))
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=sys.stderr)
+    return 0
+
+
+def cmd_topology_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = args.file or settings.topology
+    topology = load_topology(path)
+    print(f"ok: {len(topology.topics)} topics")
+    for logical, spec in topology.topics.items():
+        contract = spec.contract or "-"
+        print(f"  {logical:<22} {spec.name:<30} partitions={spec.partitions:<4} contract={contract}")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from .contract.export import drift, export
+
+    if args.action == "export":
+        for path in export():
+            print(f"wrote {path}")
+        return 0
+    stale = drift()
+    if stale:
+        print(f"schemas out of date: {', '.join(stale)}; run `cxstream schemas export`", file=sys.stderr)
+        return 1
+    print("schemas match the contracts")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.ingest import run_ingest_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    result = run_ingest_bench(events=args.events, seed=args.seed, settings=_settings(args))
+    print(json.dumps(result, indent=2) if args.json else result["report"])
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxstream", description="Service-perception streaming: Kafka -> Faust -> ClickHouse.")
+    p.add_argument("--data-dir", type=Path, help="override CXSTREAM_DATA_DIR")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the worker (embedded broker and chDB unless configured)")
+    run.add_argument("--simulate", type=float, metavar="RATE", help="also publish a simulated feed at RATE events/s")
+    run.add_argument("--seed", type=int, default=1, help="seed of the simulated feed")
+    run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser("simulate", help="publish seeded simulated upstream traffic to CXSTREAM_KAFKA_BOOTSTRAP")
+    sim.add_argument("--events", type=int, default=10_000)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--rate", type=float, help="events/s (default: as fast as possible)")
+    sim.add_argument("--start", type=datetime.fromisoformat, help="first event time, ISO 8601 with offset")
+    sim.add_argument("--malformed", type=float, default=0.02, help="share of malformed events (default 0.02)")
+    sim.add_argument("--resend", type=float, default=0.01, help="share of resent events (default 0.01)")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="embedded broker + worker + simulator; account for every event")
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.add_argument("--demo-dir", type=Path, help="where the demo keeps its data (default: <data dir>/demo)")
+    demo.set_defaults(func=cmd_demo)
+
+    q = sub.add_parser("query", help="run SQL on the configured ClickHouse and print the rows")
+    q.add_argument("sql")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_query)
+
+    topo = sub.add_parser("topology", help="topology.yaml tools")
+    topo_sub = topo.add_subparsers(dest="action", required=True)
+    check = topo_sub.add_parser("check", help="validate topology.yaml; errors name the field and line")
+    check.add_argument("file", nargs="?", type=Path)
+    check.set_defaults(func=cmd_topology_check)
+
+    sch = sub.add_parser("schemas", help="JSON Schema files for upstream teams")
+    sch.add_argument("action", choices=["export", "check"])
+    sch.set_defaults(func=cmd_schemas)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench_sub = bench.add_subparsers(dest="which", required=True)
+    ingest = bench_sub.add_parser("ingest", help="validated events/s into ClickHouse vs a bare aiokafka loop")
+    ingest.add_argument("--events", type=int, default=200_000)
+    ingest.add_argument("--seed", type=int, default=7)
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TopologyError as exc:
+        print(f"invalid topology:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

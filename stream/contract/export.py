@@ -1,0 +1,108 @@
+"""Export the contracts as JSON Schema files for upstream teams.
+
+``schemas/`` is generated from the pydantic models (``cxstream schemas export``);
+a test fails when the checked-in files drift from the models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import CONTRACTS
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+#: One valid example per contract, checked against the model by the tests.
+EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "ticket_event": [
+        {
+            "schema_version": 1,
+            "event_id": "CRM-20261120-000123-created",
+            "event_time": "2026-11-20T09:15:00+08:00",
+            "source_system": "CRM",
+            "customer_id": "cust-7f3a9c",
+            "ticket_id": "T-20261120-000123",
+            "step": "created",
+            "region": {"province": "P01", "city": "P01-C02", "district": "P01-C02-D03"},
+            "channel": "hotline",
+            "business_line": "broadband",
+            "complaint_category": "network",
+            "complaint_phenomenon": "slow_speed",
+            "customer_tier": "gold",
+            "sla_deadline": "2026-11-21T09:15:00+08:00",
+        },
+        {
+            "schema_version": 1,
+            "event_id": "CRM-20261120-000123-closed",
+            "event_time": "2026-11-20T16:40:00+08:00",
+            "source_system": "CRM",
+            "customer_id": "cust-7f3a9c",
+            "ticket_id": "T-20261120-000123",
+            "step": "closed",
+            "department": "NET_OPS",
+            "closure_type": "resolved",
+            "problem_location": "access_network",
+        },
+    ],
+    "satisfaction_event": [
+        {
+            "schema_version": 1,
+            "event_id": "HOTLINE-SAT-88812",
+            "event_time": "2026-11-20T17:05:00+08:00",
+            "source_system": "HOTLINE",
+            "customer_id": "cust-7f3a9c",
+            "contact_id": "CALL-5521",
+            "channel": "hotline",
+            "region": {"province": "P01", "city": "P01-C02", "district": "P01-C02-D03"},
+            "overall_score": 7,
+            "ticket_id": "T-20261120-000123",
+            "business_line": "broadband",
+            "customer_tier": "gold",
+            "plan": "FIBER-300",
+            "dimensions": {
+                "overall_service": 7,
+                "reach_speed": 5,
+                "ivr_menu": 6,
+                "agent_attitude": 9,
+                "agent_ability": 7,
+                "call_outcome": 7,
+            },
+            "nps": 8,
+            "problem_solved": True,
+        }
+    ],
+}
+
+
+def schema_for(contract: str) -> dict[str, Any]:
+    model = CONTRACTS[contract]
+    schema = model.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://cxstream.example/schemas/{contract}.v1.schema.json"
+    schema["examples"] = EXAMPLES[contract]
+    return schema
+
+
+def rendered() -> dict[str, str]:
+    """File name -> file text, exactly as checked in."""
+    return {
+        f"{name}.v1.schema.json": json.dumps(schema_for(name), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+        for name in CONTRACTS
+    }
+
+
+def export(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in rendered().items():
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def drift(directory: Path = SCHEMA_DIR) -> list[str]:
+    """Names of schema files that differ from the models (empty when in sync)."""
+    return [name for name, text in rendered().items() if not (directory / name).exists() or (directory / name).read_text() != text]

@@ -1,0 +1,53 @@
+"""The shapes that flow through ingest, independent of the Kafka client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..contract import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One Kafka message exactly as it arrived."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a record could not be accepted; stored with the original bytes.
+
+    ``reason`` is a stable code for dashboards and data-quality reports
+    (``not_json``, ``missing_field``, ``unknown_field``, ``unknown_code``,
+    ``out_of_range``, ``bad_time``, ``unsupported_version``, ``invalid_value``,
+    ``empty_message``); ``field`` is the dotted path of the first offending
+    field and ``detail`` the full human-readable message.
+    """
+
+    record: RawRecord
+    reason: str
+    field: str
+    detail: str
+    source_system: str = ""
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    record: RawRecord
+    event: Envelope
+
+
+@dataclass(slots=True)
+class IngestBatch:
+    """The outcome of one polled batch for one contract."""
+
+    accepted: list[Accepted]
+    rejected: list[Rejection]
+    duplicates: list[RawRecord]

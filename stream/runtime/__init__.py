@@ -1,0 +1,1 @@
+"""Runtime: the Faust app that hosts the agents, and the embedded broker."""

@@ -1,0 +1,40 @@
+"""Prometheus metrics, served on the worker's web port at ``/metrics``.
+
+One module so every metric name is in one place (dashboards and alerts refer
+to them).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "cxstream_events_total",
+    "Records consumed from source topics, by stream and outcome (ingested, rejected, duplicate).",
+    ["stream", "outcome"],
+)
+REJECTS = Counter(
+    "cxstream_rejects_total", "Records sent to the dead-letter path, by stream and reason.", ["stream", "reason"]
+)
+BATCH_SIZE = Histogram(
+    "cxstream_batch_records",
+    "Records per polled ingest batch.",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000),
+)
+BATCH_SECONDS = Histogram(
+    "cxstream_batch_seconds",
+    "Time to validate, store and commit one ingest batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SINK_SECONDS = Histogram(
+    "cxstream_sink_insert_seconds",
+    "ClickHouse insert latency per table.",
+    ["table"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SINK_RETRIES = Counter("cxstream_sink_retries_total", "ClickHouse insert retries, by table.", ["table"])
+SINK_FAILURES = Counter(
+    "cxstream_sink_failures_total", "Batches whose storage failed after all retries (the batch is retried).", []
+)
+CONSUMER_LAG = Gauge("cxstream_consumer_lag", "Records behind the end of each source partition.", ["topic", "partition"])
+SEEN_IDS = Gauge("cxstream_dedup_seen_ids", "Event ids held in the resend-deduplication set.")

@@ -1,0 +1,134 @@
+"""Planted effects: the ground truth later stages (factor model, alerts, data quality) must recover.
+
+The simulator scores every satisfaction event with a known model; :class:`Plants`
+holds the parts of it worth finding and, after generation, what was actually
+emitted (extra spike tickets, defects per source system).
+
+>>> from datetime import datetime, timezone
+>>> from stream.simulate.world import World
+>>> p = default_plants(World.build(1), datetime(2026, 11, 20, tzinfo=timezone.utc))
+>>> d = p.describe()
+>>> d["district_effect"]["extra_effect"], d["incident_spike"]["multiplier"]
+(-2.0, 6.0)
+>>> d["incident_spike"]["start"]
+'2026-11-20T10:00:00+00:00'
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .world import World
+
+#: score model: mean before effects, and the noise around it
+BASE_SCORE = 8.3
+NOISE_SD = 1.0
+#: effects of how the linked ticket was handled (only on satisfaction events that carry a ticket_id)
+CLOSURE_EFFECTS: dict[str, float] = {
+    "resolved": 0.0,
+    "explained": -0.4,
+    "partially_resolved": -0.8,
+    "unresolved": -1.6,
+    "withdrawn": -0.2,
+}
+SLA_BREACH_EFFECT = -0.8
+REOPEN_EFFECT = -1.0
+
+
+def _default_category_effects() -> dict[str, float]:
+    return {"network": -1.0, "installation": -0.8, "billing": -0.5, "service": -0.6, "product": -0.3}
+
+
+@dataclass(frozen=True)
+class Plants:
+    """What the simulator plants, stated so tests and later stages can check they find it."""
+
+    #: (a) district where a recent installation complaint hurts more than elsewhere
+    install_district: str
+    #: (b) district and window of the incident spike
+    spike_district: str
+    spike_start: datetime
+    spike_end: datetime
+    install_extra_effect: float = -2.0
+    #: network-wide effect of a complaint of each category within ``effect_window_days``
+    category_effects: dict[str, float] = field(default_factory=_default_category_effects)
+    effect_window_days: int = 30
+    spike_category: str = "network"
+    spike_multiplier: float = 6.0
+    # -- filled in by the generator from what it actually emitted -----------------------
+    spike_extra_tickets: int | None = None
+    #: (c) source system -> defect -> count of malformed records emitted
+    defects_by_source: dict[str, dict[str, int]] | None = None
+    #: source system -> count of resent records
+    resends_by_source: dict[str, int] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serialisable statement of everything planted."""
+        return {
+            "district_effect": {
+                "district": self.install_district,
+                "category": "installation",
+                "extra_effect": self.install_extra_effect,
+                "window_days": self.effect_window_days,
+                "meaning": "a complaint of this category by the customer within window_days before a "
+                "satisfaction event lowers its overall score by extra_effect beyond the network-wide effect, "
+                "in this district only",
+            },
+            "category_effects": dict(self.category_effects),
+            "score_model": {
+                "base": BASE_SCORE,
+                "noise_sd": NOISE_SD,
+                "closure_effects": dict(CLOSURE_EFFECTS),
+                "sla_breach_effect": SLA_BREACH_EFFECT,
+                "reopen_effect": REOPEN_EFFECT,
+                "clip": [1, 10],
+                "meaning": "score = clip(round(base + sum of effects of distinct complaint categories in the "
+                "window + district effect + (linked ticket) closure/SLA-breach/reopen effects + noise))",
+            },
+            "incident_spike": {
+                "district": self.spike_district,
+                "category": self.spike_category,
+                "start": self.spike_start.isoformat(),
+                "end": self.spike_end.isoformat(),
+                "multiplier": self.spike_multiplier,
+                "extra_tickets": self.spike_extra_tickets,
+            },
+            "data_quality": {
+                "defects_by_source": {s: dict(d) for s, d in (self.defects_by_source or {}).items()},
+                "resends_by_source": dict(self.resends_by_source or {}),
+                "note": "counts are by the true source system; a not_json record cannot be parsed, so a "
+                "consumer can attribute it only by key or by scanning the bytes",
+            },
+        }
+
+
+def default_plants(world: World, start: datetime, period: timedelta = timedelta(days=1)) -> Plants:
+    """Default plants for ``world``: two distinct large districts, spike at ~42 % of the period.
+
+    Large districts are chosen so the effects show with modest samples.
+    """
+    rng = random.Random(f"cxstream-plants:{world.seed}")
+    big = sorted(world.districts, key=lambda d: (-d.subscribers, d.code))[:6]
+    install, spike = rng.sample(big, 2)
+    length = min(timedelta(hours=2), period / 4)
+    offset = period * 0.42
+    # align to the hour when the period is long enough, as incidents are reported in clock hours
+    if period >= timedelta(hours=8):
+        offset = timedelta(hours=int(offset.total_seconds() // 3600))
+    return Plants(
+        install_district=install.code,
+        spike_district=spike.code,
+        spike_start=start + offset,
+        spike_end=start + offset + length,
+    )
+
+
+def effect_on_score(plants: Plants, district: str, categories: set[str]) -> float:
+    """Shift of the mean score from recent complaint categories (network-wide + planted district)."""
+    shift = sum(plants.category_effects.get(c, 0.0) for c in categories)
+    if "installation" in categories and district == plants.install_district:
+        shift += plants.install_extra_effect
+    return shift

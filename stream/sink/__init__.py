@@ -1,0 +1,1 @@
+"""Sink: ClickHouse storage (versioned DDL, batched idempotent inserts)."""

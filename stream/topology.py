@@ -1,0 +1,386 @@
+"""The topology: typed view of ``topology.yaml``.
+
+``topology.yaml`` is the declarative description of the streams (topics,
+consumer, dedup, sink; later windows and rules). It is validated strictly:
+unknown keys, wrong types and out-of-range values are errors, and every error
+names the file, the line and the field path so an operator can fix it without
+reading Python::
+
+    topology.yaml:14: topics.ticket_events.partitions: Input should be less than or equal to 1024 (got 5000)
+
+Connection settings (where Kafka and ClickHouse are) live in
+:mod:`stream.settings`, not here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .contract import CONTRACTS
+
+__all__ = [
+    "ConsumerSettings",
+    "DedupSettings",
+    "Duration",
+    "SinkSettings",
+    "TopicSpec",
+    "Topology",
+    "TopologyError",
+    "default_topology_path",
+    "format_duration",
+    "load_topology",
+    "parse_duration",
+    "parse_topology",
+]
+
+#: Environment variable naming the topology file (same name as ``Settings.topology``).
+TOPOLOGY_ENV = "CXSTREAM_TOPOLOGY"
+#: Topics the service cannot run without.
+REQUIRED_TOPICS = ("ticket_events", "satisfaction_events", "dead_letters")
+
+# --------------------------------------------------------------------------- durations
+
+_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+# "ms" must be tried before "m"; compound values like "1h30m" are allowed.
+_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:\d+(?:ms|s|m|h|d|w))+")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse ``200ms``, ``2s``, ``5m``, ``1h``, ``7d``, ``2w`` or ``1h30m``.
+
+    Integers are seconds; a ``timedelta`` passes through. Negative durations
+    are refused (nothing in the topology can last less than nothing).
+
+    >>> parse_duration("200ms")
+    datetime.timedelta(microseconds=200000)
+    >>> parse_duration("1h30m") == timedelta(minutes=90)
+    True
+    >>> parse_duration(30)
+    datetime.timedelta(seconds=30)
+    >>> parse_duration("7 days")
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid duration '7 days': use an integer with a unit ms, s, m, h, d, w (e.g. 200ms, 5m, 7d)
+    """
+    if isinstance(value, timedelta):
+        result = value
+    elif isinstance(value, bool):  # bool is an int subclass; `true` is not 1 second
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 200ms, 5m, 7d")
+    elif isinstance(value, int):
+        result = timedelta(seconds=value)
+    elif isinstance(value, str) and _WHOLE.fullmatch(value.strip()):
+        result = sum(
+            (int(n) * _UNITS[u] for n, u in _PART.findall(value.strip())), timedelta()
+        )
+    else:
+        raise ValueError(
+            f"invalid duration {value!r}: use an integer with a unit "
+            "ms, s, m, h, d, w (e.g. 200ms, 5m, 7d)"
+        )
+    if result < timedelta():
+        raise ValueError(f"invalid duration {value!r}: must not be negative")
+    return result
+
+
+def format_duration(value: timedelta) -> str:
+    """Inverse of :func:`parse_duration`: the largest unit that divides exactly.
+
+    >>> format_duration(timedelta(days=400)), format_duration(timedelta(milliseconds=200))
+    ('400d', '200ms')
+    """
+    ms = value // _UNITS["ms"]
+    for unit in ("w", "d", "h", "m", "s"):
+        step = _UNITS[unit] // _UNITS["ms"]
+        if ms and ms % step == 0:
+            return f"{ms // step}{unit}"
+    return f"{ms}ms"
+
+
+#: A duration field: parses ``"5m"``-style strings (or int seconds) into a
+#: ``timedelta`` and dumps back to the same compact string.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+
+# --------------------------------------------------------------------------- models
+
+# Kafka: 1-249 of [a-zA-Z0-9._-] ("." and ".." are refused by a validator:
+# pydantic's regex engine has no look-ahead).
+_TOPIC_NAME = r"^[a-zA-Z0-9._-]{1,249}$"
+# A ClickHouse identifier usable without quoting.
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicSpec(_Strict):
+    """One Kafka topic."""
+
+    name: str = Field(pattern=_TOPIC_NAME, description="Kafka topic name.")
+    contract: str | None = Field(
+        default=None,
+        description="Event contract (key of `stream.contract.CONTRACTS`) of the values; "
+        "absent for internal topics such as dead letters.",
+    )
+    partitions: int = Field(ge=1, le=1024, description="Partition count.")
+    retention: Duration = Field(description="Kafka `retention.ms`, e.g. `7d`.")
+    cleanup_policy: Literal["delete", "compact", "compact,delete"] = Field(
+        description="Kafka `cleanup.policy`."
+    )
+    key: str = Field(min_length=1, description="Field the message key is taken from.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_dots(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError(f"{value!r} is not a legal Kafka topic name")
+        return value
+
+    @field_validator("contract")
+    @classmethod
+    def _known_contract(cls, value: str | None) -> str | None:
+        if value is not None and value not in CONTRACTS:
+            raise ValueError(
+                f"unknown contract {value!r}; known: {', '.join(sorted(CONTRACTS))}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _key_in_contract(self) -> TopicSpec:
+        # The key must be a field of the contract, or producers cannot key by it.
+        if self.contract in CONTRACTS and self.key not in CONTRACTS[self.contract].model_fields:
+            raise ValueError(
+                f"key {self.key!r} is not a field of contract {self.contract!r}"
+            )
+        return self
+
+    def kafka_config(self) -> dict[str, str]:
+        """Topic-level Kafka configs, as strings (what admin clients expect).
+
+        >>> TopicSpec(name="t", partitions=1, retention="7d", cleanup_policy="delete",
+        ...           key="k").kafka_config()
+        {'retention.ms': '604800000', 'cleanup.policy': 'delete'}
+        """
+        return {
+            "retention.ms": str(self.retention // _UNITS["ms"]),
+            "cleanup.policy": self.cleanup_policy,
+        }
+
+
+class ConsumerSettings(_Strict):
+    """How the ingest consumer polls its source topics."""
+
+    group_id: str = Field(min_length=1, description="Kafka consumer group id.")
+    batch_max_events: int = Field(ge=1, description="Events taken per poll across partitions.")
+    batch_max_wait: Duration = Field(description="How long a poll waits to fill a batch.")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        description="Where a new group starts reading."
+    )
+    session_timeout: Duration = Field(description="Kafka group session timeout.")
+    rebalance_timeout: Duration = Field(description="Kafka group rebalance timeout.")
+
+
+class DedupSettings(_Strict):
+    """Idempotency on ``event_id``."""
+
+    horizon: Duration = Field(description="A resent event_id within this horizon counts once.")
+    max_ids: int = Field(ge=1, description="Memory bound for the seen-set.")
+
+
+class SinkSettings(_Strict):
+    """ClickHouse sink."""
+
+    database: str = Field(pattern=_IDENTIFIER, description="ClickHouse database.")
+    raw_ttl: Duration = Field(description="TTL of raw event tables.")
+    dead_letter_ttl: Duration = Field(description="TTL of the dead-letter table.")
+    insert_retries: int = Field(ge=0, description="Retries of a failed insert.")
+    retry_backoff: Duration = Field(description="Initial backoff between insert retries.")
+
+
+class Topology(_Strict):
+    """The whole ``topology.yaml``."""
+
+    version: Literal[1] = Field(description="Format version of this file.")
+    topics: dict[str, TopicSpec] = Field(description="Logical topic name -> topic.")
+    consumer: ConsumerSettings
+    dedup: DedupSettings
+    sink: SinkSettings
+
+    @field_validator("topics")
+    @classmethod
+    def _topics_complete(cls, topics: dict[str, TopicSpec]) -> dict[str, TopicSpec]:
+        missing = [t for t in REQUIRED_TOPICS if t not in topics]
+        if missing:
+            raise ValueError(f"missing required topic(s): {', '.join(missing)}")
+        seen: dict[str, str] = {}
+        for logical, spec in topics.items():
+            # Two logical topics on one Kafka topic would mix their events.
+            if spec.name in seen:
+                raise ValueError(
+                    f"{logical} and {seen[spec.name]} share Kafka topic {spec.name!r}"
+                )
+            seen[spec.name] = logical
+        return topics
+
+    def source_topics(self) -> dict[str, TopicSpec]:
+        """Topics carrying upstream events (those with a contract), by logical name."""
+        return {k: t for k, t in self.topics.items() if t.contract is not None}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class TopologyError(ValueError):
+    """``topology.yaml`` is unreadable or invalid; the message has one error per line."""
+
+
+def default_topology_path() -> Path:
+    """``$CXSTREAM_TOPOLOGY``, else ``./topology.yaml``, else the one beside the package."""
+    if env := os.environ.get(TOPOLOGY_ENV):
+        return Path(env)
+    here = Path("topology.yaml")
+    return here if here.is_file() else Path(__file__).parents[1] / "topology.yaml"
+
+
+def load_topology(path: str | Path | None = None) -> Topology:
+    """Read and validate a topology file (default: :func:`default_topology_path`).
+
+    Raises :class:`TopologyError` naming file, line and field for every problem.
+    """
+    path = Path(path) if path is not None else default_topology_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TopologyError(f"{path}: cannot read topology: {exc.strerror or exc}") from exc
+    return parse_topology(text, source=str(path))
+
+
+def parse_topology(text: str, source: str = "topology.yaml") -> Topology:
+    """Validate topology YAML ``text``; ``source`` names it in error messages."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()  # node tree: keeps line numbers
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = exc.problem or str(exc)
+        if exc.context and problem.startswith("but "):  # "but found ..." needs its context
+            problem = f"{exc.context}, {problem}"
+        raise TopologyError(f"{source}:{line}: invalid YAML: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise TopologyError(f"{source}: invalid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+
+    if root is None:
+        raise TopologyError(f"{source}:1: topology file is empty")
+    # PyYAML keeps the last of duplicate keys silently; that hides typos too.
+    errors = _duplicate_keys(root, source)
+    try:
+        topology = Topology.model_validate(data)
+    except ValidationError as exc:
+        errors += [_format_error(err, root, source) for err in exc.errors()]
+    if errors:
+        raise TopologyError("\n".join(errors))
+    return topology
+
+
+def _duplicate_keys(node: yaml.Node, source: str, prefix: str = "") -> list[str]:
+    """Errors for keys repeated within one mapping, anywhere in the tree."""
+    errors: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            path = f"{prefix}{key.value}"
+            if key.value in seen:
+                errors.append(f"{source}:{key.start_mark.line + 1}: {path}: duplicate key")
+            seen.add(key.value)
+            errors += _duplicate_keys(value, source, path + ".")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            errors += _duplicate_keys(item, source, f"{prefix}{i}.")
+    return errors
+
+
+def _line_of(root: yaml.Node, loc: tuple[int | str, ...]) -> int:
+    """1-based line of the deepest node along ``loc`` that exists in the YAML.
+
+    For a mapping entry the key's line is used (that is where the field "is");
+    a missing field therefore points at its parent's key.
+    """
+    node, line = root, root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((kv for kv in node.value if kv[0].value == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _format_error(err: Any, root: yaml.Node, source: str) -> str:
+    """One pydantic error as ``file:line: field.path: message (got value)``."""
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key" + _suggestion(loc)
+    elif err["type"] == "value_error":
+        # Our own validators: the message already says what was wrong.
+        msg = msg.removeprefix("Value error, ")
+    elif err["type"] != "missing" and not isinstance(err["input"], (dict, list)):
+        msg += f" (got {err['input']!r})"
+    return f"{source}:{_line_of(root, loc)}: {path}: {msg}"
+
+
+def _suggestion(loc: tuple[int | str, ...]) -> str:
+    """``; did you mean 'x'?`` for an unknown key close to a known field."""
+    model: Any = Topology
+    for part in loc[:-1]:  # walk the annotations down to the model holding the key
+        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
+            model = model.model_fields[str(part)].annotation
+        elif get_origin(model) is dict:
+            model = get_args(model)[1]
+        else:
+            return ""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
