@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .runtime.broker import EmbeddedBroker, ensure_topics, free_port
-from .runtime.worker import WorkerProcess, group_progress
+from .runtime.worker import WorkerProcess, committed_total
 from .settings import Settings
 from .simulate import generate
 from .simulate.publish import publish
@@ -44,14 +44,14 @@ async def _wait_drained(bootstrap: str, topology: Topology, produced: int, timeo
     deadline = time.monotonic() + timeout_s
     last = -1
     while True:
-        committed, end = await group_progress(bootstrap, topology)
-        if end >= produced and committed >= end:
+        committed = await committed_total(bootstrap, topology)
+        if committed >= produced:
             return
         if committed != last:
-            say(f"  worker: {committed:,}/{end:,} records stored or dead-lettered")
+            say(f"  worker: {committed:,}/{produced:,} records stored or dead-lettered")
             last = committed
         if time.monotonic() > deadline:
-            raise TimeoutError(f"worker stored {committed} of {end} records within {timeout_s}s")
+            raise TimeoutError(f"worker stored {committed} of {produced} records within {timeout_s}s")
         await asyncio.sleep(0.5)
 
 

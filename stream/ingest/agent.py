@@ -101,6 +101,8 @@ class IngestAgent(Service):
         self.producer: AIOKafkaProducer | None = None
         self.ready = asyncio.Event()
         self.batches_done = 0
+        self.first_polled_at: float | None = None  # perf_counter of the first non-empty poll (benchmarks)
+        self.last_commit_at: float | None = None
 
     async def on_start(self) -> None:
         await asyncio.to_thread(self._warm_seen_ids)
@@ -149,6 +151,8 @@ class IngestAgent(Service):
                 self._update_lag()
                 continue
             self.ready.set()
+            if self.first_polled_at is None:
+                self.first_polled_at = time.perf_counter()
             await self.process(polled)
             self._update_lag()
 
@@ -180,6 +184,7 @@ class IngestAgent(Service):
                 if self.should_stop:
                     return  # not committed: redelivered to whoever takes over
         await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in polled.items()})
+        self.last_commit_at = time.perf_counter()
         self._count(batches)
         self.batches_done += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)

@@ -108,10 +108,10 @@ class Plants:
 def default_plants(world: World, start: datetime, period: timedelta = timedelta(days=1)) -> Plants:
     """Default plants for ``world``: two distinct large districts, spike at ~42 % of the period.
 
-    Large districts are chosen so the effects show with modest samples.
+    Districts with the most complaints are chosen so the effects show with modest samples.
     """
     rng = random.Random(f"cxstream-plants:{world.seed}")
-    big = sorted(world.districts, key=lambda d: (-d.subscribers, d.code))[:6]
+    big = sorted(world.districts, key=lambda d: (-d.subscribers * d.propensity, d.code))[:4]
     install, spike = rng.sample(big, 2)
     length = min(timedelta(hours=2), period / 4)
     offset = period * 0.42

@@ -1,0 +1,1 @@
+"""Benchmarks: commands that print figures, each against a baseline in the same run."""

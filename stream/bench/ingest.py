@@ -1,0 +1,117 @@
+"""``cxstream bench ingest``: validated events/s into ClickHouse per process.
+
+In one run, on one freshly started embedded broker and a fresh chDB:
+
+1. publish N simulated events (with the default shares of malformed and
+   resent events) to the source topics;
+2. **baseline**: a bare aiokafka ``getmany`` loop reads them all (no decoding);
+3. **pipeline**: the ingest agent validates, deduplicates, stores in chDB,
+   dead-letters and commits them.
+
+Both clocks start at the first record received (the group join is excluded)
+and stop when the last record is consumed (baseline) or committed (pipeline).
+The ratio pipeline/baseline is the figure to compare across machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from ..ingest.agent import IngestAgent
+from ..runtime.app import open_writer
+from ..runtime.broker import EmbeddedBroker, ensure_topics
+from ..settings import Settings
+from ..simulate import generate
+from ..simulate.publish import publish
+from ..topology import Topology, load_topology
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def bare_consume(bootstrap: str, topics: list[str], expected: int, group: str) -> float:
+    """Events/s of a bare aiokafka getmany loop over ``topics``."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=4000,
+        rebalance_timeout_ms=2000,
+        heartbeat_interval_ms=1000,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    try:
+        seen, first = 0, None
+        while seen < expected:
+            polled = await consumer.getmany(timeout_ms=500, max_records=20_000)
+            if polled and first is None:
+                first = time.perf_counter()
+            seen += sum(len(v) for v in polled.values())
+        return seen / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+async def pipeline_consume(bootstrap: str, topology: Topology, settings: Settings, expected: int) -> tuple[float, dict]:
+    writer = await asyncio.to_thread(open_writer, settings, topology)
+    agent = IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600)
+    await agent.start()
+    try:
+        while sum(agent.progress.totals.values()) < expected:
+            await asyncio.sleep(0.02)
+        elapsed = agent.last_commit_at - agent.first_polled_at
+        return expected / elapsed, dict(agent.progress.totals)
+    finally:
+        await agent.stop()
+
+
+def run_ingest_bench(events: int, seed: int, settings: Settings) -> dict[str, Any]:
+    topology = load_topology(settings.topology)
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    _say(f"bench: generating {events:,} simulated events")
+    sim = generate(events, seed, start)
+    with tempfile.TemporaryDirectory(prefix="cxstream-bench-") as tmp, EmbeddedBroker() as broker:
+        bench_settings = Settings(data_dir=Path(tmp), kafka_bootstrap=broker.bootstrap, clickhouse_url=None,
+                                  topology=settings.topology)  # fmt: skip
+        asyncio.run(ensure_topics(broker.bootstrap, topology))
+        topic_names = {k: t.name for k, t in topology.source_topics().items()}
+        _say(f"bench: publishing to {broker.bootstrap}")
+        asyncio.run(publish(sim.records, bootstrap_servers=broker.bootstrap, topic_names=topic_names))
+        _say("bench: bare aiokafka getmany loop (baseline)")
+        bare = asyncio.run(bare_consume(broker.bootstrap, list(topic_names.values()), events, "cxstream-bench-bare"))
+        _say("bench: ingest pipeline (validate, dedup, store in chDB, dead-letter, commit)")
+        piped, totals = asyncio.run(pipeline_consume(broker.bootstrap, topology, bench_settings, events))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = (
+        f"events                       {events:,} ({totals.get('ingested', 0):,} stored, "
+        f"{totals.get('rejected', 0):,} dead-lettered, {totals.get('duplicate', 0):,} resends dropped)\n"
+        f"bare aiokafka getmany        {bare:>12,.0f} events/s\n"
+        f"ingest pipeline -> chDB      {piped:>12,.0f} events/s\n"
+        f"ratio pipeline / bare        {piped / bare:>12.3f}\n"
+        f"peak RSS                     {peak_mb:>12,.0f} MB\n"
+        f"machine                      {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    )
+    return {
+        "events": events,
+        "bare_events_per_s": round(bare),
+        "pipeline_events_per_s": round(piped),
+        "ratio": round(piped / bare, 4),
+        "totals": totals,
+        "peak_rss_mb": round(peak_mb),
+        "report": report,
+    }
