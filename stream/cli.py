@@ -164,7 +164,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxstream", description="Service-perception streaming: Kafka -> Faust -> ClickHouse.")
     p.add_argument("--data-dir", type=Path, help="override CXSTREAM_DATA_DIR")
+    # --data-dir is accepted after the command too (`cxstream query --data-dir X ...`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="override CXSTREAM_DATA_DIR")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **kw: _add_parser(*a, parents=[common], **kw)  # type: ignore[method-assign]
 
     run = sub.add_parser("run", help="run the worker (embedded broker and chDB unless configured)")
     run.add_argument("--simulate", type=float, metavar="RATE", help="also publish a simulated feed at RATE events/s")
