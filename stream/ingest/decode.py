@@ -65,7 +65,7 @@ def _best_effort_ids(value: bytes) -> tuple[str, str]:
     """
     try:
         doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return "", ""
     if not isinstance(doc, dict):
         return "", ""
