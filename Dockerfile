@@ -36,7 +36,6 @@ ENV PATH=/opt/cxstream/bin:$PATH \
     CXSTREAM_WEB_PORT=6066
 USER cxstream
 WORKDIR /var/lib/cxstream
-VOLUME ["/var/lib/cxstream"]
 EXPOSE 6066
 # Liveness only (/healthz); readiness (/readyz) is for orchestrators to route on.
 # No curl in slim: Python's urllib. Honours CXSTREAM_WEB_PORT if overridden.

@@ -8,14 +8,13 @@ import json
 import re
 from typing import Any
 
+import jsonschema  # test extra: the exported schemas are checked with a real JSON Schema validator
 import pytest
 from pydantic import ValidationError
 
 from stream.contract import CONTRACTS, SatisfactionEvent, TicketEvent
 from stream.contract.export import EXAMPLES, SCHEMA_DIR, drift, rendered
 from stream.contract.ticket import REQUIRED_BY_STEP
-
-jsonschema = pytest.importorskip("jsonschema")
 
 SCHEMA_FILES = {name: SCHEMA_DIR / f"{name}.v1.schema.json" for name in CONTRACTS}
 
@@ -197,7 +196,9 @@ NAIVE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("contract", "model", "example", "field"), NAIVE_CASES, ids=[f"{c[0]}-{c[3]}" for c in NAIVE_CASES])
+@pytest.mark.parametrize(
+    ("contract", "model", "example", "field"), NAIVE_CASES, ids=[f"{c[0]}-{c[3]}" for c in NAIVE_CASES]
+)
 def test_naive_datetimes_are_rejected(contract, model, example, field):
     doc = dict(example, **{field: example[field][:19]})  # offset dropped: local time of unknown zone
     assert _model_error_types(model, doc) == ["timezone_aware"]

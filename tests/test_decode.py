@@ -59,10 +59,6 @@ def sim():
     return s
 
 
-def _sim_records(sim, stream):
-    return [_rec(r.value, i, topic=stream) for i, r in enumerate(sim.records) if r.stream == stream]
-
-
 def test_expected_reasons_cover_every_simulator_defect():
     assert set(EXPECTED_REASON) == set(DEFECTS)
 
@@ -135,7 +131,11 @@ def test_empty_value_is_an_empty_message(value, model):
         (b'"text"', "not_object", ""),
         (b"7", "not_object", ""),
         (json.dumps(dict(SAT, extra_field=1)).encode(), "unknown_field", "extra_field"),
-        (json.dumps(dict(SAT, region={"province": "P01", "city": "P01-C02"})).encode(), "missing_field", "region.district"),
+        (
+            json.dumps(dict(SAT, region={"province": "P01", "city": "P01-C02"})).encode(),
+            "missing_field",
+            "region.district",
+        ),
         (json.dumps(dict(SAT, channel="fax")).encode(), "unknown_code", "channel"),
         (json.dumps(dict(SAT, nps=11)).encode(), "out_of_range", "nps"),
         (json.dumps(dict(SAT, dimensions={"ivr_menu": 0})).encode(), "out_of_range", "dimensions.ivr_menu"),
@@ -267,3 +267,19 @@ def test_mutated_examples_never_raise_and_keep_attribution(base, patch, drop, mo
         want_source = doc.get("source_system") if isinstance(doc.get("source_system"), str) else ""
         want_id = doc.get("event_id") if isinstance(doc.get("event_id"), str) else ""
         assert (r.source_system, r.event_id) == (want_source, want_id)
+
+
+def test_decoding_is_as_strict_as_the_published_schema():
+    """The JSON Schema says integer and date-time string; the decoder must not coerce "7" or epoch seconds."""
+    from stream.contract.export import EXAMPLES
+
+    base = EXAMPLES["satisfaction_event"][0]
+    cases = {
+        "invalid_value": dict(base, overall_score="7"),
+        "bad_time": dict(base, event_time=1763600000),
+    }
+    for reason, doc in cases.items():
+        _, rejected = decode_batch([RawRecord("t", 0, 0, 0, b"k", json.dumps(doc).encode())], SatisfactionEvent)
+        assert [r.reason for r in rejected] == [reason], doc
+    accepted, _ = decode_batch([RawRecord("t", 0, 0, 0, b"k", json.dumps(base).encode())], SatisfactionEvent)
+    assert len(accepted) == 1

@@ -89,18 +89,21 @@ def test_forget_undoes_add_new_in_both_generations():
     assert seen.add_new(["old", "new", "kept"]) == [True, True, False]
 
 
-def test_rotation_by_size_before_the_horizon():
-    seen = SeenIds(HORIZON, 10, clock=Clock())
-    for i in range(5):
-        seen.add_new([f"a{i}"])
-    assert len(seen) == 5
-    seen.add_new(["b0"])  # current generation is full (max_ids // 2): rotate
-    assert len(seen) == 6 and "a0" in seen
-    for i in range(1, 5):
-        seen.add_new([f"b{i}"])
-    seen.add_new(["c0"])  # rotate again: the "a" generation (the oldest) is dropped
-    assert "a0" not in seen and "b0" in seen and "c0" in seen
-    assert len(seen) == 6
+@settings(max_examples=100, deadline=None)
+@given(max_ids=st.integers(1, 30), sizes=st.lists(st.integers(0, 12), min_size=1, max_size=30))
+def test_when_full_the_oldest_ids_go_first(max_ids, sizes):
+    """Distinct ids, no clock movement: what is remembered is always the newest ones, in a suffix of arrival."""
+    seen = SeenIds(HORIZON, max_ids, clock=Clock())
+    order: list[str] = []
+    for size in sizes:
+        batch = [str(len(order) + i) for i in range(size)]
+        assert seen.add_new(batch) == [True] * size
+        order.extend(batch)
+        remembered = [i for i in order if i in seen]
+        assert len(remembered) == len(seen) <= max_ids
+        assert remembered == order[len(order) - len(remembered) :], "an older id outlived a newer one"
+        if order:
+            assert order[-1] in seen
 
 
 @pytest.mark.parametrize("max_ids", [1, 2, 7, 10])
@@ -111,10 +114,17 @@ def test_max_ids_bound_holds_for_one_id_at_a_time(max_ids):
         assert len(seen) <= max_ids
 
 
+def test_max_ids_bound_holds_for_batches():
+    seen = SeenIds(HORIZON, 10, clock=Clock())
+    for i in range(3):
+        seen.add_new([f"{i}-{j}" for j in range(4)])
+        assert len(seen) <= 10, f"batch {i}: {len(seen)} ids remembered, max_ids=10"
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     max_ids=st.integers(2, 50),
-    batches=st.lists(st.lists(st.integers(0, 10_000).map(str), max_size=12), max_size=60),
+    batches=st.lists(st.lists(st.integers(0, 10_000).map(str), max_size=12), max_size=30),
 )
 def test_max_ids_bound_holds_over_many_batched_inserts(max_ids, batches):
     seen = SeenIds(HORIZON, max_ids, clock=Clock())
@@ -149,10 +159,11 @@ def test_splitter_routes_by_topic_and_drops_resends(sim):
     records = _sim_records(sim)
     out = _splitter().split(records)
     assert set(out) == {"ticket_event", "satisfaction_event"}
-    for contract, model in (("ticket_event", TicketEvent), ("satisfaction_event", SatisfactionEvent)):
-        batch = out[contract]
-        topic = TOPIC_OF[{"ticket_event": "ticket_events", "satisfaction_event": "satisfaction_events"}[contract]]
-        stream = "ticket_events" if contract == "ticket_event" else "satisfaction_events"
+    for contract, model, stream in (
+        ("ticket_event", TicketEvent, "ticket_events"),
+        ("satisfaction_event", SatisfactionEvent, "satisfaction_events"),
+    ):
+        batch, topic = out[contract], TOPIC_OF[stream]
         kinds = [r.kind for r in sim.records if r.stream == stream]
         assert len(batch.accepted) == kinds.count("valid")
         assert len(batch.duplicates) == kinds.count("resend") > 0
@@ -198,7 +209,10 @@ def test_same_event_id_on_different_contracts_is_not_a_duplicate():
     sat = dict(EXAMPLES["satisfaction_event"][0], event_id="shared-1")
     tik = dict(EXAMPLES["ticket_event"][0], event_id="shared-1")
     out = _splitter().split(
-        [_rec("cx.satisfaction-events.v1", 0, json.dumps(sat).encode()), _rec("cx.ticket-events.v1", 0, json.dumps(tik).encode())]
+        [
+            _rec("cx.satisfaction-events.v1", 0, json.dumps(sat).encode()),
+            _rec("cx.ticket-events.v1", 0, json.dumps(tik).encode()),
+        ]
     )
     assert len(out["satisfaction_event"].accepted) == 1 and len(out["ticket_event"].accepted) == 1
 

@@ -80,7 +80,10 @@ class TicketEvent(Envelope):
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
-                {"if": {"properties": {"step": {"const": step}}}, "then": {"required": list(fields)}}
+                {
+                    "if": {"properties": {"step": {"const": step}}},
+                    "then": {"required": list(fields), "properties": {f: {"not": {"type": "null"}} for f in fields}},
+                }
                 for step, fields in REQUIRED_BY_STEP.items()
                 if fields
             ]

@@ -83,7 +83,9 @@ def decode_batch(records: Iterable[RawRecord], model: type[Envelope]) -> tuple[l
             rejected.append(Rejection(record, "empty_message", "", "message value is empty (tombstone or null)"))
             continue
         try:
-            accepted.append(Accepted(record, validate(record.value)))
+            # strict: accept exactly what the published JSON Schema allows (no "7"
+            # for 7, no epoch seconds for a time), so upstream checks agree with ours.
+            accepted.append(Accepted(record, validate(record.value, strict=True)))
         except ValidationError as exc:
             reason, field, detail = classify(exc)
             source, event_id = _best_effort_ids(record.value)

@@ -3,8 +3,8 @@
 Upstream systems resend. :class:`SeenIds` remembers the event ids accepted
 within a horizon, bounded in memory two ways: ids live in two generations that
 rotate every half horizon (so an id is remembered for between half and a full
-horizon), and the total is capped at ``max_ids`` (oldest generation dropped
-first). After a restart the worker warms it from ClickHouse, so events
+horizon), and the total never exceeds ``max_ids`` (the oldest generation is
+dropped first). After a restart the worker warms it from ClickHouse, so events
 redelivered after a crash are recognised too; ClickHouse's ReplacingMergeTree
 is the backstop for anything older.
 
@@ -40,21 +40,26 @@ class SeenIds:
 
     def _rotate_if_due(self) -> None:
         now = self._clock()
-        if now - self._rotated_at >= self._half or len(self._current) >= self._max // 2:
+        if now - self._rotated_at >= self._half:
             self._previous, self._current = self._current, set()
             self._rotated_at = now
 
     def add_new(self, event_ids: Iterable[str]) -> list[bool]:
         """Mark ids as seen; True where an id is new (also within the same batch)."""
         self._rotate_if_due()
-        current, previous = self._current, self._previous
         out = []
         for event_id in event_ids:
-            if event_id in current or event_id in previous:
+            if event_id in self._current or event_id in self._previous:
                 out.append(False)
-            else:
-                current.add(event_id)
-                out.append(True)
+                continue
+            # Each generation holds at most half the cap: a full one becomes the
+            # previous generation and the oldest is dropped, never all at once.
+            if len(self._current) >= max(1, self._max // 2):
+                self._previous, self._current = self._current, set()
+            if len(self._current) + len(self._previous) >= self._max:
+                self._previous = set()
+            self._current.add(event_id)
+            out.append(True)
         return out
 
     def forget(self, event_ids: Iterable[str]) -> None:

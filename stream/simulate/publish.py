@@ -117,7 +117,7 @@ async def publish_forever(
     """A continuous feed at ``rate`` records/s: one simulated ``period`` after another.
 
     Each period is a full :func:`generate` run (``events_per_period`` records, default
-    ``rate * 600``: a simulated day every ten minutes, so lifecycles complete) with seed
+    ``rate * 600`` within [2k, 50k]: a simulated day every few minutes, so lifecycles complete) with seed
     ``seed``-derived and start advanced by ``period``; the world stays ``World.build(seed)``
     so customers and districts are the same throughout. Event time therefore runs faster
     than the wall clock. The next period is generated in a thread while the current one is
@@ -127,7 +127,9 @@ async def publish_forever(
     if start is None:
         today = datetime.now(timezone.utc).date()
         start = datetime.combine(today, time(0), tzinfo=timezone.utc)
-    n = events_per_period or max(1, int(rate * 600))
+    # Ten minutes of records per simulated period, kept between 2k and 50k so a
+    # period generates in about a second (generation shares the worker's GIL).
+    n = events_per_period or min(50_000, max(2_000, int(rate * 600)))
     world = World.build(seed)
 
     def chunk(i: int):
