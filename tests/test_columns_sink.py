@@ -249,10 +249,12 @@ def test_a_redelivered_event_in_another_block_counts_once(client, db, batches, c
 
 def test_dead_letters_keep_original_bytes_and_a_redelivery_counts_once(client, db):
     sim = generate(1500, seed=8, start=START)
+    # Kafka timestamps must be recent: dead letters older than their TTL (90 d) may be dropped on insert.
+    now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
     records = [
-        RawRecord(TOPICS[r.stream], 1, i, 1_763_600_000_000 + i, r.key, r.value) for i, r in enumerate(sim.records)
+        RawRecord(TOPICS[r.stream], 1, i, now_ms + i, r.key, r.value) for i, r in enumerate(sim.records)
     ]
-    records.append(RawRecord(TOPICS["ticket_events"], 2, 77, 1_763_600_000_000, None, b"\xff\x00not utf-8"))
+    records.append(RawRecord(TOPICS["ticket_events"], 2, 77, now_ms, None, b"\xff\x00not utf-8"))
     out = BatchSplitter(CONTRACT_OF, lambda: SeenIds(3600, 10**6)).split(records)
     rejected = [r for b in out.values() for r in b.rejected]
     assert len(rejected) > 5
