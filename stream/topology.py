@@ -40,6 +40,8 @@ __all__ = [
     "DedupSettings",
     "Duration",
     "SinkSettings",
+    "StateSettings",
+    "TicketStateSettings",
     "TopicSpec",
     "Topology",
     "TopologyError",
@@ -228,6 +230,30 @@ class SinkSettings(_Strict):
     retry_backoff: Duration = Field(description="Initial backoff between insert retries.")
 
 
+class TicketStateSettings(_Strict):
+    """Complaint-ticket lifecycle state kept by the stream (bounded; rebuilt from ClickHouse)."""
+
+    lateness: Duration = Field(
+        description="How late (in event time) an event may arrive and still be placed in order; "
+        "SLA checks of a partition that is behind run this far behind its newest event."
+    )
+    closed_retention: Duration = Field(
+        description="How long a closed ticket stays in stream state after its close (to catch reopens, "
+        "call-backs and follow-up satisfaction)."
+    )
+    open_max_age: Duration = Field(
+        description="An open ticket with no event for this long leaves stream state (it stays in ClickHouse)."
+    )
+    max_tickets: int = Field(ge=1, description="Memory bound: tickets held per worker; the stalest leave first.")
+    sla_check_interval: Duration = Field(description="How often silent open tickets are checked against their SLA.")
+
+
+class StateSettings(_Strict):
+    """Stream state."""
+
+    tickets: TicketStateSettings
+
+
 class Topology(_Strict):
     """The whole ``topology.yaml``."""
 
@@ -235,6 +261,7 @@ class Topology(_Strict):
     topics: dict[str, TopicSpec] = Field(description="Logical topic name -> topic.")
     consumer: ConsumerSettings
     dedup: DedupSettings
+    state: StateSettings
     sink: SinkSettings
 
     @field_validator("topics")
