@@ -57,7 +57,7 @@ def db(client):
 def batches():
     """A simulated, validated and deduplicated batch per contract, plus hand-made edge cases."""
     sim = generate(1500, seed=8, start=START)
-    records = [RawRecord(TOPICS[r.stream], i % 3, i, 0, r.key, r.value) for i, r in enumerate(sim.records)]
+    records = [RawRecord(TOPICS[r.stream], i % 3, i, 1_763_600_000_000 + i, r.key, r.value) for i, r in enumerate(sim.records)]
     out = BatchSplitter(CONTRACT_OF, lambda: SeenIds(3600, 10**6)).split(records)
     extra = {
         "ticket_event": [
@@ -109,6 +109,7 @@ def _expected_ticket(a: Accepted, ingested_at: datetime) -> dict:
         "department": e.department or "", "problem_location": e.problem_location or "",
         "closure_type": e.closure_type or "", "sla_deadline": _utc(e.sla_deadline), "note": e.note or "",
         "schema_version": 1, "kafka_partition": r.partition, "kafka_offset": r.offset,
+        "kafka_timestamp": _utc(datetime.fromtimestamp(r.timestamp_ms / 1000, timezone.utc)),
         "ingested_at": _utc(ingested_at),
     }  # fmt: skip
 
@@ -124,6 +125,7 @@ def _expected_satisfaction(a: Accepted, ingested_at: datetime) -> dict:
         "overall_score": e.overall_score, **{f"dim_{d}": getattr(dims, d) if dims else None for d in DIMS},
         "nps": e.nps, "problem_solved": e.problem_solved, "schema_version": 1, "kafka_partition": r.partition,
         "kafka_offset": r.offset, "ingested_at": _utc(ingested_at),
+        "kafka_timestamp": _utc(datetime.fromtimestamp(r.timestamp_ms / 1000, timezone.utc)),
     }  # fmt: skip
 
 

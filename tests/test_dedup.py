@@ -170,10 +170,10 @@ def test_splitter_routes_by_topic_and_drops_resends(sim):
         assert len(batch.rejected) == kinds.count("malformed") > 0
         assert all(isinstance(a.event, model) and a.record.topic == topic for a in batch.accepted)
         assert all(r.record.topic == topic for r in batch.rejected)
-        assert all(r.topic == topic for r in batch.duplicates)
+        assert all(d.record.topic == topic for d in batch.duplicates)
         ids = [a.event.event_id for a in batch.accepted]
         assert len(ids) == len(set(ids))
-        dup_offsets = {r.offset for r in batch.duplicates}
+        dup_offsets = {d.record.offset for d in batch.duplicates}
         assert dup_offsets == {i for i, r in enumerate(sim.records) if r.stream == stream and r.kind == "resend"}
         assert not dup_offsets & {a.record.offset for a in batch.accepted}
 
@@ -201,7 +201,7 @@ def test_resend_within_one_batch_keeps_the_first_occurrence():
     assert list(out) == ["satisfaction_event"]  # no empty batch for a contract without records
     batch = out["satisfaction_event"]
     assert [a.record.offset for a in batch.accepted] == [7]
-    assert [r.offset for r in batch.duplicates] == [8]
+    assert [d.record.offset for d in batch.duplicates] == [8]
     assert [(r.record.offset, r.reason) for r in batch.rejected] == [(9, "not_json")]
 
 

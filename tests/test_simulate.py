@@ -158,18 +158,33 @@ def test_resends_repeat_an_earlier_valid_record_byte_for_byte(big):
     assert resends == round(60_000 * 0.01)
 
 
-def test_a_few_percent_arrive_out_of_event_time_order(big):
+def test_arrival_lag_follows_the_planted_model(big):
+    """Records come in arrival order; each source's lag is its planted base lag, plus a few percent late."""
     sim = big[0]
-    latest, late = None, 0
+    model = sim.plants.describe()["arrival_lag"]
+    bounds = model["base_seconds_by_source"]
+    assert bounds["CRM"][1] < bounds["FIELD"][0] and bounds["SURVEY"][1] <= 600  # within the 10 min lateness
+    arrivals = [r.arrival_ms for r in sim.records]
+    assert all(isinstance(a, int) for a in arrivals) and arrivals == sorted(arrivals)
+    lags: dict[str, list[float]] = defaultdict(list)
+    first_arrival: dict[bytes, int] = {}
     for r in sim.records:
-        if r.kind != "valid":
-            continue
-        t = json.loads(r.value)["event_time"]
-        t = datetime.fromisoformat(t)
-        if latest is not None and t < latest:
-            late += 1
-        latest = t if latest is None or t > latest else latest
-    assert 0.005 < late / sim.summary()["valid"] < 0.08
+        if r.kind == "valid":
+            doc = json.loads(r.value)
+            lag = r.arrival_ms / 1000 - datetime.fromisoformat(doc["event_time"]).timestamp()
+            lags[doc["source_system"]].append(lag)
+            first_arrival[r.value] = r.arrival_ms
+        elif r.kind == "resend":
+            assert r.arrival_ms > first_arrival[r.value]
+    late = 0
+    for source, values in lags.items():
+        lo, hi = bounds[source]
+        values.sort()
+        assert values[0] >= lo - 0.001, source
+        median = values[len(values) // 2]
+        assert 0.75 < median / (lo * hi) ** 0.5 < 1.33, (source, median)
+        late += sum(1 for v in values if v > hi)
+    assert 0.5 * model["late_share"] < late / sim.summary()["valid"] < model["late_share"]
 
 
 # -- lifecycle realism -----------------------------------------------------------------
@@ -267,18 +282,19 @@ async def test_publish_maps_streams_to_topics_in_order(broker, topics):
 
     consumer = AIOKafkaConsumer(*topics.values(), bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest")
     await consumer.start()
-    got: dict[bytes, list[tuple[str, bytes]]] = defaultdict(list)
+    got: dict[bytes, list[tuple[str, bytes, int]]] = defaultdict(list)
     try:
         deadline = time.monotonic() + 20
         while sum(map(len, got.values())) < 400 and time.monotonic() < deadline:
             for msgs in (await consumer.getmany(timeout_ms=300)).values():
                 for m in msgs:
-                    got[m.key].append((m.topic, m.value))
+                    got[m.key].append((m.topic, m.value, m.timestamp))
     finally:
         await consumer.stop()
-    # Per customer (the message key, hence one partition), records arrive in publishing order on their stream's topic.
-    want: dict[bytes, list[tuple[str, bytes]]] = defaultdict(list)
+    # Per customer (the message key, hence one partition), records arrive in publishing order on their stream's
+    # topic, stamped with their simulated arrival.
+    want: dict[bytes, list[tuple[str, bytes, int]]] = defaultdict(list)
     for r in sim.records:
-        want[r.key].append((topics[r.stream], r.value))
-    by_topic = lambda pairs: {t: [v for tt, v in pairs if tt == t] for t in topics.values()}  # noqa: E731
+        want[r.key].append((topics[r.stream], r.value, r.arrival_ms))
+    by_topic = lambda rows: {t: [(v, ts) for tt, v, ts in rows if tt == t] for t in topics.values()}  # noqa: E731
     assert {k: by_topic(v) for k, v in got.items()} == {k: by_topic(v) for k, v in want.items()}

@@ -6,11 +6,14 @@ design. The agent owns an aiokafka consumer in its own group, polls up to
 ``consumer.batch_max_events`` records with ``getmany``, and for each batch:
 
 1. validates and deduplicates (pure, :mod:`stream.ingest.batch`);
-2. stores accepted events and dead letters in ClickHouse (a worker thread);
+2. stores accepted events, resends and dead letters in ClickHouse (a worker
+   thread), then the lifecycle state of the tickets the batch touches
+   (:mod:`stream.state.stage`);
 3. publishes dead letters to the dead-letter topic (original bytes, reason in
    headers) and waits for the broker's ack;
 4. commits the batch's offsets.
 
+Between batches it checks silent open tickets against their SLA deadline.
 Offsets are committed only after step 2 and 3 succeed, so delivery is
 at-least-once; a redelivered event is recognised (the seen-set is warmed from
 ClickHouse at start) and ClickHouse's ReplacingMergeTree is the backstop. A
@@ -25,16 +28,20 @@ import logging
 import time
 from collections import defaultdict
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from mode import Service
 
 from ..runtime import metrics
 from ..sink.clickhouse import Writer
-from ..sink.columns import TABLES, dead_letter_table, utcnow
+from ..sink.columns import TABLES, dead_letter_table, duplicate_table, ticket_state_table, ticket_steps_table, utcnow
+from ..state.stage import TicketStage
 from ..topology import Topology
 from .batch import BatchSplitter
 from .dedup import SeenIds
-from .records import IngestBatch, RawRecord, Rejection
+from .records import Accepted, IngestBatch, RawRecord, Rejection
 
 log = logging.getLogger("cxstream.ingest")
 
@@ -103,12 +110,15 @@ class IngestAgent(Service):
         self.batches_done = 0
         self.first_polled_at: float | None = None  # perf_counter of the first non-empty poll (benchmarks)
         self.last_commit_at: float | None = None
+        self.tickets = TicketStage(topology.state.tickets, writer)
+        self.ticket_topic = topology.topics["ticket_events"].name
+        self._sla_checked_at = 0.0
+        self._version_ms = 0
 
     async def on_start(self) -> None:
         await asyncio.to_thread(self._warm_seen_ids)
         c = self.topology.consumer
         self.consumer = AIOKafkaConsumer(
-            *self.topic_to_stream,
             bootstrap_servers=self.bootstrap,
             group_id=c.group_id,
             enable_auto_commit=False,
@@ -119,6 +129,7 @@ class IngestAgent(Service):
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
         )
+        self.consumer.subscribe(list(self.topic_to_stream), listener=_TicketPartitions(self))
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
         await self.producer.start()
         await self.consumer.start()
@@ -149,12 +160,16 @@ class IngestAgent(Service):
                 if self.consumer.assignment():
                     self.ready.set()
                 self._update_lag()
+                if time.monotonic() - self._sla_checked_at >= self.topology.state.tickets.sla_check_interval.total_seconds():
+                    await self.check_sla()
                 continue
             self.ready.set()
             if self.first_polled_at is None:
                 self.first_polled_at = time.perf_counter()
             await self.process(polled)
             self._update_lag()
+            if time.monotonic() - self._sla_checked_at >= self.topology.state.tickets.sla_check_interval.total_seconds():
+                await self.check_sla()
 
     async def process(self, polled: dict[TopicPartition, list]) -> None:
         """Store one polled batch and commit it; retries storage until it succeeds."""
@@ -165,13 +180,17 @@ class IngestAgent(Service):
             for m in messages
         ]
         metrics.BATCH_SIZE.observe(len(records))
+        # One arrival stamp per batch: a retried insert block is then identical,
+        # and ClickHouse's insert deduplication drops it.
+        now = utcnow()
+        clock = self.tickets.sla_clock(caught_up=self.progress.lag == 0, now=now)
         attempt = 0
         while True:
             # Validation is CPU work and storage is blocking I/O: both run in a
             # thread so heartbeats and the web server stay responsive.
             batches = await asyncio.to_thread(self.splitter.split, records)
             try:
-                await asyncio.to_thread(self._store, batches)
+                await asyncio.to_thread(self._store, batches, now, clock)
                 await self._publish_dead_letters(batches)
                 break
             except Exception as exc:
@@ -183,23 +202,66 @@ class IngestAgent(Service):
                 await self.sleep(delay)
                 if self.should_stop:
                     return  # not committed: redelivered to whoever takes over
-        await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in polled.items()})
+        try:
+            await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in polled.items()})
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+            # Partitions moved to another worker mid-batch: it will redeliver
+            # this batch, which is stored idempotently. Not an error for us.
+            log.warning("offsets of a stored batch not committed (%s); the new owner redelivers it", exc)
         self.last_commit_at = time.perf_counter()
         self._count(batches)
         self.batches_done += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    def _store(self, batches: dict[str, IngestBatch]) -> None:
-        now = utcnow()
+    def _store(self, batches: dict[str, IngestBatch], now: datetime, clock: datetime) -> None:
         rejected: list[Rejection] = []
+        duplicates: list[Accepted] = []
         for contract, batch in batches.items():
             table, build = TABLES[contract]
             with metrics.SINK_SECONDS.labels(table).time():
                 self.writer.insert(table, build(batch.accepted, now))
             rejected.extend(batch.rejected)
+            duplicates.extend(batch.duplicates)
         if rejected:
             with metrics.SINK_SECONDS.labels("dead_letters").time():
                 self.writer.insert("dead_letters", dead_letter_table(rejected, now))
+        if duplicates:
+            with metrics.SINK_SECONDS.labels("duplicates").time():
+                self.writer.insert("duplicates", duplicate_table(duplicates, now))
+        # Lifecycle state after the raw events: a ticket reloaded from ClickHouse
+        # then includes this batch's events too.
+        self.tickets.reload(self.tickets.touched(batches))
+        self._store_states(self.tickets.apply(batches, clock))
+
+    def _store_states(self, states: list) -> None:
+        if not states:
+            return
+        version = self._next_version()
+        with metrics.SINK_SECONDS.labels("ticket_state").time():
+            self.writer.insert("ticket_state", ticket_state_table(states, version))
+        with metrics.SINK_SECONDS.labels("ticket_steps").time():
+            self.writer.insert("ticket_steps", ticket_steps_table(states, version))
+
+    def _next_version(self) -> int:
+        """updated_at (ms) for state rows: strictly increasing, so the newest write wins in ClickHouse."""
+        self._version_ms = max(self._version_ms + 1, int(time.time() * 1000))
+        return self._version_ms
+
+    async def check_sla(self) -> None:
+        """Silent open tickets past their deadline: store their breached state; then evict stale tickets."""
+        self._sla_checked_at = time.monotonic()
+        clock = self.tickets.sla_clock(caught_up=self.progress.lag == 0)
+        states = self.tickets.check_sla(clock)
+        if states:
+            try:
+                await asyncio.to_thread(self._store_states, states)
+                metrics.SLA_OVERDUE.inc(len(states))
+                log.info("SLA: %d open tickets went past their deadline", len(states))
+            except Exception as exc:
+                self.tickets.store.rearm(s.ticket_id for s in states)
+                log.error("storing %d SLA breaches failed (%s); will retry", len(states), exc)
+        self.tickets.evict(clock)
+        metrics.STATE_TICKETS.set(len(self.tickets.store))
 
     async def _publish_dead_letters(self, batches: dict[str, IngestBatch]) -> None:
         assert self.producer is not None
@@ -245,3 +307,21 @@ class IngestAgent(Service):
             await self.sleep(self.progress_interval)
             if self.consumer is not None:
                 log.info(self.progress.line())
+
+
+class _TicketPartitions(ConsumerRebalanceListener):
+    """Keeps ticket state in step with the ticket-topic partitions this worker owns."""
+
+    def __init__(self, agent: IngestAgent):
+        self.agent = agent
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        parts = [tp.partition for tp in revoked if tp.topic == self.agent.ticket_topic]
+        if parts:
+            dropped = self.agent.tickets.drop_partitions(parts)
+            log.info("state: released %d tickets of partitions %s", dropped, parts)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        parts = [tp.partition for tp in assigned if tp.topic == self.agent.ticket_topic]
+        if parts:
+            await asyncio.to_thread(self.agent.tickets.restore_open, parts)

@@ -40,7 +40,7 @@ class BatchSplitter:
             out[contract] = IngestBatch(
                 accepted=[a for a, new in zip(accepted, fresh) if new],
                 rejected=rejected,
-                duplicates=[a.record for a, new in zip(accepted, fresh) if not new],
+                duplicates=[a for a, new in zip(accepted, fresh) if not new],
             )
         return out
 

@@ -50,4 +50,4 @@ class IngestBatch:
 
     accepted: list[Accepted]
     rejected: list[Rejection]
-    duplicates: list[RawRecord]
+    duplicates: list[Accepted]  # valid events whose event_id was already seen (resends)

@@ -38,3 +38,5 @@ SINK_FAILURES = Counter(
 )
 CONSUMER_LAG = Gauge("cxstream_consumer_lag", "Records behind the end of each source partition.", ["topic", "partition"])
 SEEN_IDS = Gauge("cxstream_dedup_seen_ids", "Event ids held in the resend-deduplication set.")
+STATE_TICKETS = Gauge("cxstream_state_tickets", "Tickets held in stream state (open and recently closed).")
+SLA_OVERDUE = Counter("cxstream_sla_overdue_total", "Open tickets found past their SLA deadline with no closing event.")

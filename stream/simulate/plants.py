@@ -36,6 +36,22 @@ CLOSURE_EFFECTS: dict[str, float] = {
 }
 SLA_BREACH_EFFECT = -0.8
 REOPEN_EFFECT = -1.0
+#: base arrival lag (seconds, log-uniform between the bounds) of every record, by source system: CRM, the
+#: hotline and the app publish within seconds; network operations and billing batch for up to minutes; field
+#: tablets sync when back in coverage; the survey platform batches its answers. All below the lifecycle
+#: stage's 10-minute lateness, so lifecycles are still placed in order.
+ARRIVAL_LAG_SECONDS: dict[str, tuple[float, float]] = {
+    "CRM": (0.2, 3.0),
+    "HOTLINE": (0.5, 5.0),
+    "APP": (1.0, 10.0),
+    "BILLING": (2.0, 30.0),
+    "NOC": (5.0, 120.0),
+    "FIELD": (30.0, 300.0),
+    "SURVEY": (60.0, 480.0),
+}
+#: on top of the base lag, a few percent of records arrive late by LATE_SECONDS (log-uniform)
+LATE_SHARE = 0.03
+LATE_SECONDS = (5.0, 900.0)
 
 
 def _default_category_effects() -> dict[str, float]:
@@ -95,6 +111,14 @@ class Plants:
                 "end": self.spike_end.isoformat(),
                 "multiplier": self.spike_multiplier,
                 "extra_tickets": self.spike_extra_tickets,
+            },
+            "arrival_lag": {
+                "base_seconds_by_source": {s: list(b) for s, b in ARRIVAL_LAG_SECONDS.items()},
+                "late_share": LATE_SHARE,
+                "late_seconds": list(LATE_SECONDS),
+                "meaning": "Kafka timestamp (arrival) = event time + base lag, log-uniform between the source's "
+                "bounds (median sqrt(lo * hi)), + for late_share of records a further log-uniform late_seconds; "
+                "a resend arrives after its original",
             },
             "data_quality": {
                 "defects_by_source": {s: dict(d) for s, d in (self.defects_by_source or {}).items()},

@@ -22,8 +22,11 @@ How the generator works, in three passes:
    period holds at least as many events as needed, then the latest are cut.
 2. *materialise*: in event-time order, build each pydantic model (which
    validates it) and serialise it; a weighted sample of events is corrupted.
-3. *deliver*: a few percent arrive late (seconds to minutes), resends are
-   inserted after their original, and everything is sorted by arrival.
+3. *deliver*: every record arrives after a base lag typical of its source system
+   (:data:`ARRIVAL_LAG_SECONDS`), a few percent arrive late on top of it (seconds
+   to minutes), resends are inserted after their original, and everything is
+   sorted by arrival; ``SimRecord.arrival_ms`` is the arrival, published as the
+   Kafka record timestamp.
 """
 
 from __future__ import annotations
@@ -44,8 +47,11 @@ from stream.contract import SatisfactionEvent, TicketEvent
 from . import world as W
 from .defects import DEFECT_PRONENESS, corrupt, pick_defect
 from .plants import (
+    ARRIVAL_LAG_SECONDS,
     BASE_SCORE,
     CLOSURE_EFFECTS,
+    LATE_SECONDS,
+    LATE_SHARE,
     NOISE_SD,
     REOPEN_EFFECT,
     SLA_BREACH_EFFECT,
@@ -78,8 +84,6 @@ SOLVED_PROB = {"resolved": 0.85, "explained": 0.35, "partially_resolved": 0.4, "
                "withdrawn": 0.6}  # fmt: skip
 DIMENSION_OFFSETS = {"overall_service": 0.0, "reach_speed": -0.5, "ivr_menu": -0.9, "agent_attitude": 0.3,
                      "agent_ability": 0.0, "call_outcome": -0.2}  # fmt: skip
-LATE_SHARE = 0.03
-LATE_SECONDS = (5.0, 900.0)
 RESEND_DELAY_SECONDS = (10.0, 1800.0)
 ENTERPRISE_SHARE = 0.04
 
@@ -93,6 +97,8 @@ class SimRecord:
     value: bytes  # JSON
     kind: str  # 'valid' | 'malformed' | 'resend'
     defect: str | None = None
+    #: simulated arrival, epoch ms: published as the Kafka record timestamp (None: the producer's clock)
+    arrival_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -458,26 +464,30 @@ def generate(
         )
     )
     ids = random.Random(f"cxstream-ids:{seed}")
+    lags = random.Random(f"cxstream-lag:{seed}")  # its own stream: the other draws stay as they were
+    start_ms = round(start.timestamp() * 1000)
     staged: list[tuple[float, int, SimRecord, int]] = []  # (arrival, order, record, event time)
     defects_by_source: dict[str, Counter[str]] = defaultdict(Counter)
     for i, ev in enumerate(planned):
         record, model = _materialise(ev, start, ids)
+        value, kind, defect = record.value, "valid", None
         if i in bad:
             defect = pick_defect(ev.stream, rng)
             doc = model.model_dump(mode="json", exclude_none=True)
-            value = corrupt(doc, record.value, defect, ev.stream, rng)
-            record = SimRecord(ev.stream, record.key, value, "malformed", defect)
+            value, kind = corrupt(doc, value, defect, ev.stream, rng), "malformed"
             defects_by_source[ev.source][defect] += 1
         late = _loguniform(rng, *LATE_SECONDS) if rng.random() < LATE_SHARE else 0.0
-        staged.append((ev.t + late, i, record, ev.t))
+        arrival = ev.t + _loguniform(lags, *ARRIVAL_LAG_SECONDS[ev.source]) + late
+        record = SimRecord(ev.stream, record.key, value, kind, defect, start_ms + round(arrival * 1000))
+        staged.append((arrival, i, record, ev.t))
 
     resends_by_source: Counter[str] = Counter()
     valid_idx = [k for k, s in enumerate(staged) if s[2].kind == "valid"]
     for j, k in enumerate(sorted(rng.sample(valid_idx, n_resend))):
         arrival, _, rec, t = staged[k]
         resends_by_source[planned[k].source] += 1
-        staged.append((arrival + _loguniform(rng, *RESEND_DELAY_SECONDS), needed + j,
-                       replace(rec, kind="resend"), t))  # fmt: skip
+        arrival += _loguniform(rng, *RESEND_DELAY_SECONDS)
+        staged.append((arrival, needed + j, replace(rec, kind="resend", arrival_ms=start_ms + round(arrival * 1000)), t))
     staged.sort(key=lambda s: (s[0], s[1]))
     records = [s[2] for s in staged]
 

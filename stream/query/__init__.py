@@ -1,0 +1,1 @@
+"""Read side: questions answered from ClickHouse (tracing; later explanations)."""

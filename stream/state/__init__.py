@@ -1,0 +1,1 @@
+"""Per-ticket state kept by the stream: the pure lifecycle fold and the per-ticket event bag."""

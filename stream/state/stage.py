@@ -1,0 +1,178 @@
+"""The lifecycle stage: ticket state for each ingested batch.
+
+Runs inside the ingest agent's batch, after the raw events are stored and
+before the offsets are committed, so state outputs share the batch's
+at-least-once guarantee. Per batch it:
+
+1. reloads from ClickHouse the history of tickets the batch touches that are
+   not in memory (evicted, owned by another worker before a rebalance, or the
+   worker restarted), so a late event never sees a partial ticket;
+2. adds the batch's steps and follow-up satisfaction events to the store;
+3. folds each touched ticket (:func:`stream.state.lifecycle.fold`) and returns
+   the states to store.
+
+Between batches, :meth:`TicketStage.check_sla` finds silent open tickets past
+their deadline. State is a cache of ClickHouse: after a restart or a
+rebalance the worker reloads the open tickets of its partitions
+(:meth:`restore_open`), which is exactly consistent with the committed offsets
+because events are stored before offsets are committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from ..contract import SatisfactionEvent, TicketEvent
+from ..ingest.records import IngestBatch
+from ..sink.clickhouse import Writer
+from ..topology import TicketStateSettings
+from .lifecycle import FollowUp, Step, TicketState
+from .store import TicketStore
+
+log = logging.getLogger("cxstream.state")
+
+_STEP_COLUMNS = (
+    "ticket_id, event_id, event_time, step, source_system, customer_id, department, closure_type, sla_deadline, "
+    "province, city, district, channel, business_line, complaint_category, complaint_phenomenon, customer_tier, "
+    "problem_location, kafka_partition"
+)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # clickhouse-connect returns naive datetimes for DateTime64('UTC') from chDB
+    return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _step_from_row(row: tuple) -> tuple[str, int, Step]:
+    (ticket_id, event_id, event_time, step, source, customer, department, closure, deadline, province, city,
+     district, channel, line, category, phenomenon, tier, location, partition) = row  # fmt: skip
+    return ticket_id, partition, Step(
+        event_id=event_id, event_time=_utc(event_time), step=step, source_system=source, customer_id=customer,
+        department=department or None, closure_type=closure or None, sla_deadline=_utc(deadline),
+        province=province or None, city=city or None, district=district or None, channel=channel or None,
+        business_line=line or None, complaint_category=category or None, complaint_phenomenon=phenomenon or None,
+        customer_tier=tier or None, problem_location=location or None,
+    )  # fmt: skip
+
+
+def _followup_from_row(row: tuple) -> tuple[str, FollowUp]:
+    ticket_id, event_id, event_time, score, solved, nps, channel, source = row
+    return ticket_id, FollowUp(
+        event_id=event_id, event_time=_utc(event_time), overall_score=score, problem_solved=solved, nps=nps,
+        channel=channel, source_system=source,
+    )  # fmt: skip
+
+
+class TicketStage:
+    def __init__(self, settings: TicketStateSettings, writer: Writer):
+        self.settings = settings
+        self.writer = writer
+        self.store = TicketStore(settings)
+        self.watermark: datetime | None = None  # newest ticket event time seen
+
+    # -- loading from ClickHouse -------------------------------------------------------
+    def _load(self, where: str, parameters: dict) -> int:
+        db = self.writer.database
+        client = self.writer.client
+        steps = client.query(f"SELECT {_STEP_COLUMNS} FROM {db}.ticket_events WHERE {where}", parameters=parameters)
+        loaded = set()
+        for row in steps.result_rows:
+            ticket_id, partition, step = _step_from_row(row)
+            self.store.add_step(ticket_id, step, partition)
+            loaded.add(ticket_id)
+        if loaded:
+            followups = client.query(
+                f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system "
+                f"FROM {db}.satisfaction_events WHERE ticket_id IN %(ids)s",
+                parameters={"ids": sorted(loaded)},
+            )
+            for row in followups.result_rows:
+                self.store.add_followup(*_followup_from_row(row))
+        return len(loaded)
+
+    def reload(self, ticket_ids: Iterable[str]) -> int:
+        """Bring tickets that are not in memory back from ClickHouse (their full history)."""
+        missing = sorted({t for t in ticket_ids if t not in self.store})
+        if not missing:
+            return 0
+        return self._load("ticket_id IN %(ids)s", {"ids": missing})
+
+    def restore_open(self, partitions: Iterable[int]) -> int:
+        """Load the open tickets of these source partitions (after a start or a rebalance)."""
+        parts = sorted(set(partitions))
+        if not parts:
+            return 0
+        db = self.writer.database
+        since = datetime.now(timezone.utc) - self.settings.open_max_age
+        n = self._load(
+            f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_state FINAL WHERE status = 'open' "
+            f"AND last_event_time >= %(since)s) AND kafka_partition IN %(parts)s",
+            {"since": since, "parts": parts},
+        )
+        for rec in self.store.records.values():
+            self._advance(rec.last_event_time())
+        log.info("restored %d open tickets of partitions %s from ClickHouse", n, parts)
+        return n
+
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        return self.store.drop_partitions(partitions)
+
+    # -- per batch ---------------------------------------------------------------------
+    def _advance(self, moment: datetime | None) -> None:
+        if moment is not None and (self.watermark is None or moment > self.watermark):
+            self.watermark = moment
+
+    def touched(self, batches: dict[str, IngestBatch]) -> set[str]:
+        ids = {a.event.ticket_id for a in batches.get("ticket_event", IngestBatch([], [], [])).accepted}
+        ids |= {
+            a.event.ticket_id
+            for a in batches.get("satisfaction_event", IngestBatch([], [], [])).accepted
+            if a.event.ticket_id
+        }
+        return ids
+
+    def apply(self, batches: dict[str, IngestBatch], clock: datetime) -> list[TicketState]:
+        """Add the batch's events (after :meth:`reload` of the touched tickets) and fold the touched tickets."""
+        # Every ticket the batch names is folded, even if its events were known:
+        # a retried batch must write the same states again.
+        touched: set[str] = set()
+        tickets = batches.get("ticket_event")
+        if tickets:
+            for a in tickets.accepted:
+                e: TicketEvent = a.event
+                self.store.add_step(e.ticket_id, Step.from_event(e), a.record.partition)
+                touched.add(e.ticket_id)
+                self._advance(e.event_time)
+        sats = batches.get("satisfaction_event")
+        if sats:
+            for a in sats.accepted:
+                s: SatisfactionEvent = a.event
+                if s.ticket_id:
+                    self.store.add_followup(s.ticket_id, FollowUp.from_event(s))
+                    touched.add(s.ticket_id)
+        return [self.store.records[t].state(t, clock) for t in sorted(touched) if t in self.store]
+
+    def sla_clock(self, caught_up: bool, now: datetime | None = None) -> datetime:
+        """The time silent tickets are judged at.
+
+        Behind (replaying, or lagging), a partition's future events may still
+        close a ticket in time, so judge at the newest event time minus the
+        allowed lateness. Caught up, nothing is pending: judge at the wall
+        clock (or the event-time watermark, if the feed runs ahead of it).
+        """
+        now = now or datetime.now(timezone.utc)
+        behind = (self.watermark - self.settings.lateness) if self.watermark else None
+        if not caught_up:
+            return behind or datetime.min.replace(tzinfo=timezone.utc)
+        return max(now, behind) if behind else now
+
+    def check_sla(self, clock: datetime) -> list[TicketState]:
+        """States of open tickets that went past their deadline by ``clock`` (each reported once)."""
+        return [self.store.records[t].state(t, clock) for t in self.store.overdue(clock)]
+
+    def evict(self, clock: datetime) -> int:
+        return self.store.evict(clock)
+
+

@@ -1,0 +1,118 @@
+"""Bounded, partition-aware store of ticket lifecycles (synchronous, no I/O).
+
+The stream keeps a :class:`~stream.state.lifecycle.TicketRecord` (the set of a
+ticket's steps and follow-ups) for open and recently closed tickets only:
+
+- a closed ticket leaves ``closed_retention`` after its final close, an open
+  one after ``open_max_age`` without events, and past ``max_tickets`` the
+  stalest leave first, so memory stays bounded however many tickets pass;
+- open tickets sit in a deadline heap, so a silent ticket's SLA breach is found
+  by popping the heap, not by scanning every ticket;
+- each ticket remembers the Kafka partition its events came from, so a worker
+  drops exactly the tickets of partitions it loses in a rebalance.
+
+ClickHouse holds every event, so nothing evicted here is lost: a late event of
+an evicted ticket reloads its history first (see ``TicketStage``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from datetime import datetime
+
+from ..topology import TicketStateSettings
+from .lifecycle import FollowUp, Step, TicketRecord
+
+
+class TicketStore:
+    def __init__(self, settings: TicketStateSettings):
+        self.settings = settings
+        self.records: dict[str, TicketRecord] = {}
+        self.partition_of: dict[str, int] = {}
+        self._deadlines: list[tuple[datetime, str]] = []  # (sla deadline, ticket) of tickets that were open
+        self._overdue: set[str] = set()  # open tickets already reported past their deadline
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __contains__(self, ticket_id: str) -> bool:
+        return ticket_id in self.records
+
+    def record(self, ticket_id: str, partition: int | None = None) -> TicketRecord:
+        rec = self.records.get(ticket_id)
+        if rec is None:
+            rec = self.records[ticket_id] = TicketRecord()
+        if partition is not None:
+            self.partition_of[ticket_id] = partition
+        return rec
+
+    def add_step(self, ticket_id: str, step: Step, partition: int | None = None) -> bool:
+        rec = self.record(ticket_id, partition)
+        if not rec.add_step(step):
+            return False
+        self._watch(ticket_id, rec)
+        return True
+
+    def add_followup(self, ticket_id: str, followup: FollowUp) -> bool:
+        return self.record(ticket_id).add_followup(followup)
+
+    def _watch(self, ticket_id: str, rec: TicketRecord) -> None:
+        deadline = rec.sla_deadline()
+        if deadline is not None and not rec.is_closed():
+            heapq.heappush(self._deadlines, (deadline, ticket_id))
+            self._overdue.discard(ticket_id)  # a reopen or a new deadline arms the check again
+
+    def overdue(self, clock: datetime) -> list[str]:
+        """Open tickets whose SLA deadline passed by ``clock`` and that were not reported yet."""
+        due = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= clock:
+            deadline, ticket_id = heapq.heappop(heap)
+            rec = self.records.get(ticket_id)
+            if rec is None or rec.is_closed() or rec.sla_deadline() != deadline or ticket_id in self._overdue:
+                continue  # stale heap entry: evicted, closed, deadline moved, or already reported
+            self._overdue.add(ticket_id)
+            due.append(ticket_id)
+        return due
+
+    def rearm(self, ticket_ids: Iterable[str]) -> None:
+        """Report these tickets again at the next check (their breach could not be stored)."""
+        for t in ticket_ids:
+            rec = self.records.get(t)
+            self._overdue.discard(t)
+            if rec is not None and rec.sla_deadline() is not None:
+                heapq.heappush(self._deadlines, (rec.sla_deadline(), t))
+
+    def evict(self, clock: datetime) -> int:
+        """Drop tickets past their retention; then the stalest beyond ``max_tickets``."""
+        s = self.settings
+        closed_before, silent_before = clock - s.closed_retention, clock - s.open_max_age
+        gone = [
+            t
+            for t, rec in self.records.items()
+            if (rec.last_event_time() or clock) < (closed_before if rec.is_closed() else silent_before)
+        ]
+        excess = len(self.records) - len(gone) - s.max_tickets
+        if excess > 0:
+            leaving = set(gone)
+            keep = (t for t in self.records if t not in leaving)
+            gone += heapq.nsmallest(excess, keep, key=lambda t: self.records[t].last_event_time() or clock)
+        self._forget(gone)
+        return len(gone)
+
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        lost = set(partitions)
+        gone = [t for t, p in self.partition_of.items() if p in lost]
+        self._forget(gone)
+        return len(gone)
+
+    def _forget(self, tickets: Iterable[str]) -> None:
+        for t in tickets:
+            self.records.pop(t, None)
+            self.partition_of.pop(t, None)
+            self._overdue.discard(t)
+        if len(self._deadlines) > 2 * len(self.records) + 1024:
+            # Stale entries are skipped lazily; rebuild when they dominate, to bound the heap too.
+            self._deadlines = [(d, t) for d, t in self._deadlines if t in self.records]
+            heapq.heapify(self._deadlines)
