@@ -126,6 +126,68 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_worker(settings: Settings, path: str) -> tuple[int, bytes] | None:
+    """Ask a running worker (it owns the embedded chDB); None when none is listening."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{settings.web_host}:{settings.web_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError:
+        return None
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from .query.trace import TicketNotFound, format_trace, trace
+    from .sink.clickhouse import connect
+
+    settings = _settings(args)
+    answer = _from_worker(settings, f"/tickets/{quote(args.ticket_id, safe='')}/trace") if not args.direct else None
+    if answer is not None and answer[0] in (200, 404):
+        status, body = answer
+        doc = json.loads(body)
+        if status == 404:
+            print(doc["error"], file=sys.stderr)
+            return 1
+        result = _revive_times(doc)
+    else:
+        database = load_topology(settings.topology).sink.database
+        try:
+            client = connect(settings.clickhouse_dsn)
+        except Exception as exc:
+            print(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}", file=sys.stderr)
+            return 2
+        try:
+            result = trace(client, database, args.ticket_id)
+        except TicketNotFound as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        finally:
+            client.close()
+    print(json.dumps(result, default=_json_default, indent=2) if args.json else format_trace(result))
+    return 0
+
+
+def _revive_times(doc):
+    """ISO strings from the worker's JSON back to datetimes, for the text format."""
+    if isinstance(doc, dict):
+        return {k: _revive_times(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_revive_times(v) for v in doc]
+    if isinstance(doc, str) and len(doc) >= 19 and doc[4] == "-" and doc[10] == "T":
+        try:
+            return datetime.fromisoformat(doc)
+        except ValueError:
+            return doc
+    return doc
+
+
 def cmd_topology_check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     path = args.file or settings.topology
@@ -196,6 +258,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("sql")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_query)
+
+    tr = sub.add_parser("trace", help="one ticket's journey across systems, SLA, follow-up satisfaction")
+    tr.add_argument("ticket_id")
+    tr.add_argument("--json", action="store_true")
+    tr.add_argument("--direct", action="store_true", help="read ClickHouse directly, not through a running worker")
+    tr.set_defaults(func=cmd_trace)
 
     topo = sub.add_parser("topology", help="topology.yaml tools")
     topo_sub = topo.add_subparsers(dest="action", required=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
 
@@ -113,6 +114,11 @@ class IngestAgent(Service):
         self.tickets = TicketStage(topology.state.tickets, writer)
         self.ticket_topic = topology.topics["ticket_events"].name
         self._sla_checked_at = 0.0
+        self._idle = False
+        # Held by the storage thread; stopping waits for it, so a stopped agent
+        # never has a write in flight (a cancelled task does not stop its thread).
+        self._storing = threading.Lock()
+        self._stopping = False
         self._version_ms = 0
 
     async def on_start(self) -> None:
@@ -144,6 +150,8 @@ class IngestAgent(Service):
                 log.info("dedup: remembered %d recent %s ids from ClickHouse", len(ids), table)
 
     async def on_stop(self) -> None:
+        self._stopping = True
+        await asyncio.to_thread(self._wait_for_storage)
         if self.consumer:
             await self.consumer.stop()
         if self.producer:
@@ -156,14 +164,12 @@ class IngestAgent(Service):
         timeout_ms = int(c.batch_max_wait.total_seconds() * 1000)
         while not self.should_stop:
             polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=c.batch_max_events)
+            self._idle = not polled  # an empty poll: nothing is pending on our partitions
             if not polled:
-                if self.consumer.assignment():
-                    self.ready.set()
                 self._update_lag()
                 if time.monotonic() - self._sla_checked_at >= self.topology.state.tickets.sla_check_interval.total_seconds():
                     await self.check_sla()
                 continue
-            self.ready.set()
             if self.first_polled_at is None:
                 self.first_polled_at = time.perf_counter()
             await self.process(polled)
@@ -183,7 +189,7 @@ class IngestAgent(Service):
         # One arrival stamp per batch: a retried insert block is then identical,
         # and ClickHouse's insert deduplication drops it.
         now = utcnow()
-        clock = self.tickets.sla_clock(caught_up=self.progress.lag == 0, now=now)
+        clock = self.tickets.sla_clock(caught_up=self._caught_up(), now=now)
         attempt = 0
         while True:
             # Validation is CPU work and storage is blocking I/O: both run in a
@@ -213,7 +219,17 @@ class IngestAgent(Service):
         self.batches_done += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
+    def _wait_for_storage(self) -> None:
+        with self._storing:
+            pass
+
     def _store(self, batches: dict[str, IngestBatch], now: datetime, clock: datetime) -> None:
+        with self._storing:
+            if self._stopping:  # raise, so the batch is not committed: the next owner redelivers it
+                raise RuntimeError("ingest agent stopping")
+            self._store_batch(batches, now, clock)
+
+    def _store_batch(self, batches: dict[str, IngestBatch], now: datetime, clock: datetime) -> None:
         rejected: list[Rejection] = []
         duplicates: list[Accepted] = []
         for contract, batch in batches.items():
@@ -233,6 +249,12 @@ class IngestAgent(Service):
         self.tickets.reload(self.tickets.touched(batches))
         self._store_states(self.tickets.apply(batches, clock))
 
+    def _store_checked_states(self, states: list) -> None:
+        with self._storing:
+            if self._stopping:
+                raise RuntimeError("ingest agent stopping")
+            self._store_states(states)
+
     def _store_states(self, states: list) -> None:
         if not states:
             return
@@ -250,11 +272,11 @@ class IngestAgent(Service):
     async def check_sla(self) -> None:
         """Silent open tickets past their deadline: store their breached state; then evict stale tickets."""
         self._sla_checked_at = time.monotonic()
-        clock = self.tickets.sla_clock(caught_up=self.progress.lag == 0)
+        clock = self.tickets.sla_clock(caught_up=self._caught_up())
         states = self.tickets.check_sla(clock)
         if states:
             try:
-                await asyncio.to_thread(self._store_states, states)
+                await asyncio.to_thread(self._store_checked_states, states)
                 metrics.SLA_OVERDUE.inc(len(states))
                 log.info("SLA: %d open tickets went past their deadline", len(states))
             except Exception as exc:
@@ -285,6 +307,10 @@ class IngestAgent(Service):
                 metrics.REJECTS.labels(stream, r.reason).inc()
         self.progress.add(batches)
         metrics.SEEN_IDS.set(sum(len(s) for s in self.splitter.seen.values()))
+
+    def _caught_up(self) -> bool:
+        # The last poll came back empty, or the broker says nothing is left.
+        return self._idle or self.progress.lag == 0
 
     def _update_lag(self) -> None:
         consumer = self.consumer
@@ -325,3 +351,4 @@ class _TicketPartitions(ConsumerRebalanceListener):
         parts = [tp.partition for tp in assigned if tp.topic == self.agent.ticket_topic]
         if parts:
             await asyncio.to_thread(self.agent.tickets.restore_open, parts)
+        self.agent.ready.set()  # ready = partitions assigned and their open tickets restored

@@ -331,6 +331,26 @@ def report_json(rows: list[SourceQuality]) -> list[dict[str, Any]]:
     ]
 
 
+def report_from_json(docs: list[dict[str, Any]]) -> list[SourceQuality]:
+    """The inverse of :func:`report_json` (e.g. rows fetched from a worker, to print as text)."""
+    out = []
+    for d in docs:
+        start = _utc(datetime.fromisoformat(d["window_start"]))
+        end = _utc(datetime.fromisoformat(d["window_end"]))
+        c, t = d["completeness"], d["timeliness"]
+        out.append(
+            SourceQuality(
+                start, int((end - start).total_seconds()), d["source_system"], accepted=d["accepted"],
+                rejected_by_reason=dict(d["rejected_by_reason"]), missing_optional=c["missing_optional"],
+                missing_optional_by_field=dict(c["missing_optional_by_field"]),
+                optional_expected=c["optional_expected"], lag_p50_s=t["lag_p50_s"], lag_p95_s=t["lag_p95_s"],
+                lag_p99_s=t["lag_p99_s"], late=t["late"], lateness_s=t["lateness_s"],
+                duplicates=d["duplicates"]["duplicates"], findings=dict(d["lifecycle_findings"]),
+            )  # fmt: skip
+        )
+    return out
+
+
 _COLUMNS = (  # header, width
     ("window", 16), ("source", 14), ("accepted", 9), ("rejected", 8), ("miss.mand", 9), ("miss.opt", 8),
     ("invalid", 7), ("dup", 6), ("late", 6), ("lag p50", 8), ("p95", 8), ("p99", 8), ("compl%", 7),
@@ -356,9 +376,9 @@ def _line(values: list[Any], details: str = "") -> str:
 def _details(r: SourceQuality) -> str:
     parts = []
     if r.rejected_by_reason:
-        parts.append("rejected: " + ", ".join(f"{k} {v}" for k, v in r.rejected_by_reason.items()))
+        parts.append("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(r.rejected_by_reason.items())))
     if r.findings:
-        parts.append("findings: " + ", ".join(f"{k} {v}" for k, v in r.findings.items()))
+        parts.append("findings: " + ", ".join(f"{k} {v}" for k, v in sorted(r.findings.items())))
     return "; ".join(parts)
 
 

@@ -8,12 +8,16 @@ with changelogs. The hot ingest path is a batch service (see
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import datetime
 from pathlib import Path
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..ingest.agent import IngestAgent
+from ..query.trace import TicketNotFound, trace
 from ..settings import Settings
 from ..sink.clickhouse import Writer, connect, migrate
 from ..topology import Topology
@@ -36,6 +40,10 @@ def open_writer(settings: Settings, topology: Topology) -> Writer:
     )
 
 
+def _json_default(value):
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def build_app(settings: Settings, topology: Topology, bootstrap: str, writer: Writer) -> tuple[faust.App, IngestAgent]:
     app = faust.App(
         "cxstream",
@@ -56,6 +64,18 @@ def build_app(settings: Settings, topology: Topology, bootstrap: str, writer: Wr
     @app.page("/metrics")
     async def _metrics(web, request):
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    # Reads get their own client: the ingest agent's client is busy in its thread.
+    reader = connect(settings.clickhouse_dsn)
+
+    @app.page("/tickets/{ticket_id}/trace")
+    async def _trace(web, request, ticket_id: str):
+        """The journey of one ticket (see ``cxstream trace``); 404 for an unknown ticket."""
+        try:
+            result = await asyncio.to_thread(trace, reader, topology.sink.database, ticket_id)
+        except TicketNotFound as exc:
+            return web.json({"error": str(exc)}, status=404)
+        return web.bytes(json.dumps(result, default=_json_default).encode(), content_type="application/json")
 
     @app.page("/healthz")
     async def _healthz(web, request):
