@@ -92,7 +92,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for table, n in result["rows"].items():
             print(f"rows {table:<20} {n:>10,}")
         print(f"elapsed       {result['elapsed_s']:>10.1f} s")
-        print(f"\nexplore it:   cxstream query --data-dir {result['data_dir']} \"SELECT reason, count() FROM cxstream.dead_letters GROUP BY reason\"")
+        d = result["data_dir"]
+        print("\nexplore it:")
+        print(f"  cxstream query --data-dir {d} \"SELECT reason, count() FROM cxstream.dead_letters GROUP BY reason\"")
+        if result.get("example_ticket"):
+            print(f"  cxstream trace --data-dir {d} {result['example_ticket']}")
     return 0 if result["accounted"] else 1
 
 

@@ -31,11 +31,18 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def table_rows(dsn: str, database: str) -> dict[str, int]:
-    """Rows per raw table as queries see them (FINAL: after deduplication)."""
+def table_rows(dsn: str, database: str) -> tuple[dict[str, int], str | None]:
+    """Rows per raw table as queries see them (FINAL: after deduplication), and a ticket worth tracing."""
     client = connect(dsn)
     try:
-        return {t: int(client.query(f"SELECT count() FROM {database}.{t} FINAL").result_rows[0][0]) for t in RAW_TABLES}
+        rows = {t: int(client.query(f"SELECT count() FROM {database}.{t} FINAL").result_rows[0][0]) for t in RAW_TABLES}
+        # A ticket with a story: handed off, breached, reopened or disputed by the customer, with a follow-up.
+        example = client.query(
+            f"SELECT ticket_id FROM {database}.ticket_state FINAL WHERE followup_event_id != '' AND length(finding_kinds) = 0 "
+            f"ORDER BY (handoffs > 0) + sla_breached + (reopen_count > 0) + coalesce(perception_gap, false) DESC, ticket_id "
+            f"LIMIT 1"
+        ).result_rows
+        return rows, (example[0][0] if example else None)
     finally:
         client.close()
 
@@ -99,7 +106,7 @@ def run_demo(
             code = worker.stop()
         if code not in (0, None):
             say(f"demo: worker exited with code {code}")
-    rows = table_rows(f"chdb:///{data_dir}/clickhouse", topology.sink.database)
+    rows, example = table_rows(f"chdb:///{data_dir}/clickhouse", topology.sink.database)
     summary = sim.summary()
     return {
         "produced": sent,
@@ -111,5 +118,6 @@ def run_demo(
         "simulated": {k: summary[k] for k in ("valid", "malformed", "resent") if k in summary},
         "elapsed_s": round(time.monotonic() - began, 2),
         "data_dir": str(data_dir),
+        "example_ticket": example,
         "plants": summary.get("plants"),
     }

@@ -162,7 +162,8 @@ async def test_report_recovers_the_planted_defects(broker, topology, topics, tmp
         }
         later = quality_report(client, DB, window=timedelta(hours=1), since=SIM_START + timedelta(hours=12, minutes=30))
         assert min(r.window_start for r in later) == SIM_START + timedelta(hours=12)
-        assert sum(r.accepted for r in later) == sum(r.accepted for r in hourly if r.window_start >= later[0].window_start)
+        first = later[0].window_start
+        assert sum(r.accepted for r in later) == sum(r.accepted for r in hourly if r.window_start >= first)
 
         # A redelivery after a crash (the duplicate's own position is stored) is not an upstream resend.
         client.command(
@@ -175,7 +176,8 @@ async def test_report_recovers_the_planted_defects(broker, topology, topics, tmp
 
         # Lifecycle findings: newest ticket state wins; grouped by the finding's source, windowed by last event.
         t0 = "2026-11-20 10:00:00"
-        state = f"INSERT INTO {DB}.ticket_state (ticket_id, last_event_time, finding_kinds, finding_sources, updated_at) "
+        columns = "ticket_id, last_event_time, finding_kinds, finding_sources, updated_at"
+        state = f"INSERT INTO {DB}.ticket_state ({columns}) "
         client.command(  # two inserts: one block would be collapsed on insert, hiding a missing FINAL
             state + f"VALUES ('QA1', '{t0}', ['missing_create', 'time_backwards'], ['QA_SRC', 'QA_SRC'], '{t0}'),"
             f" ('QA2', '{t0}', ['close_without_create', 'step_after_close'], ['QA_SRC', 'QA_OTHER'], '{t0}')"

@@ -97,6 +97,17 @@ def test_demo_accounts_for_every_event(tmp_path):
     assert q.returncode == 0, q.stderr
     assert json.loads(q.stdout) == [{"n": result["ingested"]}]
 
+    # ... and `cxstream trace` shows a simulated ticket's journey in time order, with its follow-up.
+    ticket = result["example_ticket"]
+    t = cxstream("trace", "--data-dir", str(demo_dir), ticket, "--json", env=_base_env())
+    assert t.returncode == 0, t.stderr
+    doc = json.loads(t.stdout)
+    journey = doc["journey"]
+    assert journey[0]["step"] == "created" and [s["event_time"] for s in journey] == sorted(s["event_time"] for s in journey)
+    assert doc["followups"] and doc["ticket"]["followup_event_id"] == doc["followups"][-1]["event_id"]
+    text = cxstream("trace", "--data-dir", str(demo_dir), ticket, env=_base_env())
+    assert f"Ticket {ticket}" in text.stdout and "follow-up" in text.stdout and "resolution:" in text.stdout
+
 
 def _base_env() -> dict[str, str]:
     import os

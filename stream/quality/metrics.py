@@ -23,7 +23,8 @@ disappears instead of keeping an old value.
 >>> export([SourceQuality(t, 86400, "CRM", accepted=7, rejected_by_reason={"bad_time": 1}, lag_p50_s=1.5),
 ...         SourceQuality(t, 86400, "", rejected_by_reason={"not_json": 2})])
 datetime.datetime(2026, 11, 20, 0, 0, tzinfo=datetime.timezone.utc)
->>> QUALITY_EVENTS.labels("CRM", "rejected:bad_time")._value.get(), QUALITY_EVENTS.labels("unattributed", "invalid")._value.get()
+>>> value = lambda source, kind: QUALITY_EVENTS.labels(source, kind)._value.get()
+>>> value("CRM", "rejected:bad_time"), value("unattributed", "invalid")
 (1.0, 2.0)
 """
 

@@ -110,7 +110,7 @@ def format_trace(t: dict[str, Any]) -> str:
         holders = " -> ".join(s["departments"]) or "never dispatched"
         out.append(f"  held by: {holders} ({s['handoffs']} hand-off{'s' if s['handoffs'] != 1 else ''})")
     out.append("")
-    out.append(f"  {'#':>2}  {'time (UTC)':<19}  {'step':<10}  {'source':<8}  {'holder':<18}  {'held for':>9}  SLA")
+    out.append(f"  {'#':>2}  {'time (UTC)':<19}  {'step':<19}  {'source':<8}  {'holder':<18}  {'held for':>9}  SLA")
     for r in t["journey"]:
         held = _duration(r.get("dwell_s"))
         if "open_for_s" in r:
@@ -118,7 +118,7 @@ def format_trace(t: dict[str, Any]) -> str:
         mark = "BREACH" if r["sla_breach"] else ""
         step = r["step"] + (f" ({r['closure_type']})" if r["step"] == "closed" and r["closure_type"] else "")
         out.append(
-            f"  {r['step_index'] + 1:>2}  {r['event_time']:%Y-%m-%d %H:%M:%S}  {step:<10}  {r['source_system']:<8}  "
+            f"  {r['step_index'] + 1:>2}  {r['event_time']:%Y-%m-%d %H:%M:%S}  {step:<19}  {r['source_system']:<8}  "
             f"{r['holder'] or '-':<18}  {held:>9}  {mark}"
         )
     if not t["journey"]:

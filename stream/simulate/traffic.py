@@ -487,7 +487,8 @@ def generate(
         arrival, _, rec, t = staged[k]
         resends_by_source[planned[k].source] += 1
         arrival += _loguniform(rng, *RESEND_DELAY_SECONDS)
-        staged.append((arrival, needed + j, replace(rec, kind="resend", arrival_ms=start_ms + round(arrival * 1000)), t))
+        resend = replace(rec, kind="resend", arrival_ms=start_ms + round(arrival * 1000))
+        staged.append((arrival, needed + j, resend, t))
     staged.sort(key=lambda s: (s[0], s[1]))
     records = [s[2] for s in staged]
 
