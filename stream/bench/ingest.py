@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer
 from ..ingest.agent import IngestAgent
 from ..runtime.app import open_writer
 from ..runtime.broker import EmbeddedBroker, ensure_topics
+from ..runtime.worker import tune_gc
 from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import publish
@@ -83,6 +84,7 @@ async def pipeline_consume(bootstrap: str, topology: Topology, settings: Setting
 def run_ingest_bench(events: int, seed: int, settings: Settings) -> dict[str, Any]:
     topology = load_topology(settings.topology)
     start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    tune_gc()  # as the worker does
     _say(f"bench: generating {events:,} simulated events")
     sim = generate(events, seed, start)
     with tempfile.TemporaryDirectory(prefix="cxstream-bench-") as tmp, EmbeddedBroker() as broker:

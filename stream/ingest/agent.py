@@ -246,7 +246,7 @@ class IngestAgent(Service):
                 self.writer.insert("duplicates", duplicate_table(duplicates, now))
         # Lifecycle state after the raw events: a ticket reloaded from ClickHouse
         # then includes this batch's events too.
-        self.tickets.reload(self.tickets.touched(batches))
+        self.tickets.reload(self.tickets.needing_history(batches))
         self._store_states(self.tickets.apply(batches, clock))
 
     def _store_checked_states(self, states: list) -> None:

@@ -339,10 +339,17 @@ def fold(
         d = (final_close.event_time - created.event_time).total_seconds()
         handling_s = d if d >= 0 else None  # stamped backwards: reported as a finding, not as a negative time
 
-    def attr(name: str) -> str:
-        if created is not None and getattr(created, name):
-            return getattr(created, name)
-        return next((getattr(s, name) for s in journey if getattr(s, name)), "")
+    # Descriptive fields from `created`, else from the first step that carries them (one pass).
+    described = dict.fromkeys(_ATTRS, "")
+    missing = set(_ATTRS)
+    for s in ([created] if created is not None else []) + journey:
+        for a in tuple(missing):
+            value = getattr(s, a)
+            if value:
+                described[a] = value
+                missing.discard(a)
+        if not missing:
+            break
 
     if created is not None:
         customer_id = created.customer_id
@@ -366,7 +373,7 @@ def fold(
     return TicketState(
         ticket_id=ticket_id,
         customer_id=customer_id,
-        **{a: attr(a) for a in _ATTRS},
+        **described,
         status=status,
         created_at=created.event_time if created else None,
         first_closed_at=first_close.event_time if first_close else None,

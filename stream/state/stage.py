@@ -124,14 +124,24 @@ class TicketStage:
         if moment is not None and (self.watermark is None or moment > self.watermark):
             self.watermark = moment
 
-    def touched(self, batches: dict[str, IngestBatch]) -> set[str]:
-        ids = {a.event.ticket_id for a in batches.get("ticket_event", IngestBatch([], [], [])).accepted}
-        ids |= {
-            a.event.ticket_id
-            for a in batches.get("satisfaction_event", IngestBatch([], [], [])).accepted
-            if a.event.ticket_id
-        }
-        return ids
+    def needing_history(self, batches: dict[str, IngestBatch]) -> set[str]:
+        """Tickets the batch touches that are not in memory and may have history in ClickHouse.
+
+        A ticket first seen through its ``created`` step is new: looking it up
+        would cost a query per batch for nothing (most tickets). Open tickets
+        are restored at assignment, so what remains are late steps and
+        follow-ups of closed or evicted tickets.
+        """
+        new: set[str] = set()
+        ids: set[str] = set()
+        tickets = batches.get("ticket_event")
+        if tickets:
+            for a in tickets.accepted:
+                (new if a.event.step == "created" else ids).add(a.event.ticket_id)
+        sats = batches.get("satisfaction_event")
+        if sats:
+            ids.update(a.event.ticket_id for a in sats.accepted if a.event.ticket_id)
+        return {t for t in ids - new if t not in self.store}
 
     def apply(self, batches: dict[str, IngestBatch], clock: datetime) -> list[TicketState]:
         """Add the batch's events (after :meth:`reload` of the touched tickets) and fold the touched tickets."""
