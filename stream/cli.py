@@ -178,6 +178,40 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    from .quality.report import format_report, quality_report, report_from_json, report_json
+    from .sink.clickhouse import connect
+    from .topology import parse_duration
+
+    settings = _settings(args)
+    topology = load_topology(settings.topology)
+    window = parse_duration(args.window) if args.window else topology.quality.window
+    since = args.since
+    query = {"window": int(window.total_seconds()), **({"since": since.isoformat()} if since else {})}
+    answer = None if args.direct else _from_worker(settings, f"/quality?{urlencode(query)}")
+    if answer is not None and answer[0] == 200:
+        rows = report_from_json(json.loads(answer[1]))
+    else:
+        try:
+            client = connect(settings.clickhouse_dsn)
+        except Exception as exc:
+            print(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}", file=sys.stderr)
+            return 2
+        try:
+            rows = quality_report(client, topology.sink.database, window, since, topology.state.tickets.lateness)
+        finally:
+            client.close()
+    if args.json:
+        print(json.dumps(report_json(rows), indent=2, default=_json_default))
+    elif rows:
+        print(format_report(rows))
+    else:
+        print("no events in the selected windows", file=sys.stderr)
+    return 0
+
+
 def _revive_times(doc):
     """ISO strings from the worker's JSON back to datetimes, for the text format."""
     if isinstance(doc, dict):
@@ -268,6 +302,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--direct", action="store_true", help="read ClickHouse directly, not through a running worker")
     tr.set_defaults(func=cmd_trace)
+
+    qual = sub.add_parser("quality", help="data quality per source system and window")
+    qual.add_argument("--window", help="window length, e.g. 1h or 1d (default: topology quality.window)")
+    qual.add_argument("--since", type=datetime.fromisoformat, help="first window (ISO 8601); default: all")
+    qual.add_argument("--json", action="store_true")
+    qual.add_argument("--direct", action="store_true", help="read ClickHouse directly, not through a running worker")
+    qual.set_defaults(func=cmd_quality)
 
     topo = sub.add_parser("topology", help="topology.yaml tools")
     topo_sub = topo.add_subparsers(dest="action", required=True)

@@ -39,6 +39,7 @@ __all__ = [
     "ConsumerSettings",
     "DedupSettings",
     "Duration",
+    "QualitySettings",
     "SinkSettings",
     "StateSettings",
     "TicketStateSettings",
@@ -254,6 +255,14 @@ class StateSettings(_Strict):
     tickets: TicketStateSettings
 
 
+class QualitySettings(_Strict):
+    """Data-quality report per source system (``cxstream quality``, metrics, ``quality_reports``)."""
+
+    window: Duration = Field(description="Arrival-time window of the stored report and the exported metrics.")
+    horizon: Duration = Field(description="How far back the worker recomputes the stored report.")
+    refresh_interval: Duration = Field(description="How often the worker recomputes, stores and exports it.")
+
+
 class Topology(_Strict):
     """The whole ``topology.yaml``."""
 
@@ -262,6 +271,7 @@ class Topology(_Strict):
     consumer: ConsumerSettings
     dedup: DedupSettings
     state: StateSettings
+    quality: QualitySettings
     sink: SinkSettings
 
     @field_validator("topics")

@@ -67,6 +67,10 @@ state:
     open_max_age: 90d
     max_tickets: 2000000
     sla_check_interval: 5s
+quality:
+  window: 1h
+  horizon: 1d
+  refresh_interval: 1m
 """
 
 
@@ -242,7 +246,7 @@ def test_unknown_key_is_an_error_with_suggestion(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     [error] = errors_of(VALID + "windows:\n  - 5m\n", tmp_path)
-    assert error.endswith(":46: windows: unknown key")
+    assert error.endswith(":50: windows: unknown key")
 
 
 def test_missing_required_topic(tmp_path: Path) -> None:
@@ -285,7 +289,7 @@ def test_all_errors_reported_one_per_line(tmp_path: Path) -> None:
         (edit(31, "  horizon: [7d"), 32, "expected ',' or ']'"),
         (edit(25, "    batch_max_events: 1"), 25, "mapping values are not allowed here"),
         (edit(14, "\tretention: 7d"), 14, "cannot start any token"),
-        (VALID + "---\nversion: 1\n", 46, "expected a single document in the stream, but found"),
+        (VALID + "---\nversion: 1\n", 50, "expected a single document in the stream, but found"),
     ],
 )
 def test_bad_yaml(tmp_path: Path, text: str, line_no: int, fragment: str) -> None:

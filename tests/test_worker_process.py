@@ -108,6 +108,27 @@ def test_demo_accounts_for_every_event(tmp_path):
     text = cxstream("trace", "--data-dir", str(demo_dir), ticket, env=_base_env())
     assert f"Ticket {ticket}" in text.stdout and "follow-up" in text.stdout and "resolution:" in text.stdout
 
+    # `cxstream quality` counts exactly the defects and resends the simulator planted, per source system.
+    from collections import Counter, defaultdict
+
+    from .test_quality import DEFECT_REASON
+
+    q = cxstream("quality", "--data-dir", str(demo_dir), "--window", "30d", "--json", env=_base_env())
+    assert q.returncode == 0, q.stderr
+    got_rejects: dict[str, Counter] = defaultdict(Counter)
+    got_dups: Counter = Counter()
+    for row in json.loads(q.stdout):
+        source = "" if row["source_system"] == "(unattributed)" else row["source_system"]
+        got_rejects[source].update(row["rejected_by_reason"])
+        got_dups[source] += row["duplicates"]["duplicates"]
+    planted = result["plants"]["data_quality"]
+    want_rejects: dict[str, Counter] = defaultdict(Counter)
+    for source, defects in planted["defects_by_source"].items():
+        for defect, n in defects.items():
+            want_rejects["" if defect == "not_json" else source][DEFECT_REASON[defect]] += n
+    assert {s: dict(c) for s, c in got_rejects.items() if c} == {s: dict(c) for s, c in want_rejects.items()}
+    assert {s: n for s, n in got_dups.items() if n} == planted["resends_by_source"]
+
 
 def _base_env() -> dict[str, str]:
     import os

@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+import logging
+import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..ingest.agent import IngestAgent
+from ..quality import metrics as quality_metrics
+from ..quality.report import quality_report, report_json, store_report
 from ..query.trace import TicketNotFound, trace
 from ..settings import Settings
 from ..sink.clickhouse import Writer, connect, migrate
 from ..topology import Topology
 from . import metrics
+
+log = logging.getLogger("cxstream.app")
 
 
 def open_writer(settings: Settings, topology: Topology) -> Writer:
@@ -65,17 +71,52 @@ def build_app(settings: Settings, topology: Topology, bootstrap: str, writer: Wr
     async def _metrics(web, request):
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-    # Reads get their own client: the ingest agent's client is busy in its thread.
+    # Reads get their own client (the ingest agent's is busy in its thread), one
+    # query at a time: an HTTP session of a ClickHouse server refuses concurrent queries.
     reader = connect(settings.clickhouse_dsn)
+    reader_lock = threading.Lock()
+    db = topology.sink.database
+
+    def read(fn, *args):
+        with reader_lock:
+            return fn(reader, db, *args)
 
     @app.page("/tickets/{ticket_id}/trace")
     async def _trace(web, request, ticket_id: str):
         """The journey of one ticket (see ``cxstream trace``); 404 for an unknown ticket."""
         try:
-            result = await asyncio.to_thread(trace, reader, topology.sink.database, ticket_id)
+            result = await asyncio.to_thread(read, trace, ticket_id)
         except TicketNotFound as exc:
             return web.json({"error": str(exc)}, status=404)
         return web.bytes(json.dumps(result, default=_json_default).encode(), content_type="application/json")
+
+    @app.page("/quality")
+    async def _quality(web, request):
+        """Data quality per source system: ``?window=3600&since=ISO`` (see ``cxstream quality``)."""
+        q = request.query
+        try:
+            window = timedelta(seconds=int(q.get("window", topology.quality.window.total_seconds())))
+            since = datetime.fromisoformat(q["since"]) if "since" in q else None
+        except ValueError as exc:
+            return web.json({"error": f"bad parameter: {exc}"}, status=400)
+        rows = await asyncio.to_thread(read, quality_report, window, since, topology.state.tickets.lateness)
+        return web.json(report_json(rows))
+
+    @app.timer(interval=topology.quality.refresh_interval.total_seconds())
+    async def _refresh_quality():
+        """Recompute the recent windows, store them (``quality_reports``) and export them as metrics."""
+        qs = topology.quality
+        since = datetime.now(timezone.utc) - qs.horizon
+
+        def refresh():
+            rows = read(quality_report, qs.window, since, topology.state.tickets.lateness)
+            read(store_report, rows)
+            return rows
+
+        try:
+            quality_metrics.export(await asyncio.to_thread(refresh))
+        except Exception as exc:  # a report is not worth stopping the worker for
+            log.warning("data-quality refresh failed: %s", exc)
 
     @app.page("/healthz")
     async def _healthz(web, request):
