@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +25,28 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     return Settings(**overrides)
+
+
+class _NoClickHouse(Exception):
+    """ClickHouse could not be opened; the message says what to do."""
+
+
+@contextmanager
+def _clickhouse(settings: Settings):
+    """A client on the configured ClickHouse, closed afterwards (chDB: one process per data dir)."""
+    from .sink.clickhouse import connect
+
+    try:
+        client = connect(settings.clickhouse_dsn)
+    except Exception as exc:
+        hint = " (the embedded chDB is owned by one process at a time: stop `cxstream run` first)"
+        raise _NoClickHouse(
+            f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}{hint if settings.embedded_clickhouse else ''}"
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _json_default(value):
@@ -101,21 +124,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from .sink.clickhouse import connect
-
-    settings = _settings(args)
-    try:
-        client = connect(settings.clickhouse_dsn)
-    except Exception as exc:  # chDB allows one process per data dir
-        print(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}", file=sys.stderr)
-        if settings.embedded_clickhouse:
-            print("(the embedded chDB is owned by one process at a time: stop `cxstream run` first)", file=sys.stderr)
-        return 2
-    try:
-        result = client.query(args.sql)
-    except Exception as exc:
-        print(f"query failed: {exc}", file=sys.stderr)
-        return 1
+    with _clickhouse(_settings(args)) as client:
+        try:
+            result = client.query(args.sql)
+        except Exception as exc:
+            print(f"query failed: {exc}", file=sys.stderr)
+            return 1
     names = list(result.column_names)
     rows = result.result_rows
     if args.json:
@@ -149,7 +163,6 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
     from .query.trace import TicketNotFound, format_trace, trace
-    from .sink.clickhouse import connect
 
     settings = _settings(args)
     answer = _from_worker(settings, f"/tickets/{quote(args.ticket_id, safe='')}/trace") if not args.direct else None
@@ -162,18 +175,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         result = _revive_times(doc)
     else:
         database = load_topology(settings.topology).sink.database
-        try:
-            client = connect(settings.clickhouse_dsn)
-        except Exception as exc:
-            print(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}", file=sys.stderr)
-            return 2
-        try:
-            result = trace(client, database, args.ticket_id)
-        except TicketNotFound as exc:
-            print(str(exc), file=sys.stderr)
-            return 1
-        finally:
-            client.close()
+        with _clickhouse(settings) as client:
+            try:
+                result = trace(client, database, args.ticket_id)
+            except TicketNotFound as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
     print(json.dumps(result, default=_json_default, indent=2) if args.json else format_trace(result))
     return 0
 
@@ -182,7 +189,6 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from urllib.parse import urlencode
 
     from .quality.report import format_report, quality_report, report_from_json, report_json
-    from .sink.clickhouse import connect
     from .topology import parse_duration
 
     settings = _settings(args)
@@ -194,15 +200,8 @@ def cmd_quality(args: argparse.Namespace) -> int:
     if answer is not None and answer[0] == 200:
         rows = report_from_json(json.loads(answer[1]))
     else:
-        try:
-            client = connect(settings.clickhouse_dsn)
-        except Exception as exc:
-            print(f"cannot open ClickHouse at {settings.clickhouse_dsn}: {exc}", file=sys.stderr)
-            return 2
-        try:
+        with _clickhouse(settings) as client:
             rows = quality_report(client, topology.sink.database, window, since, topology.state.tickets.lateness)
-        finally:
-            client.close()
     if args.json:
         print(json.dumps(report_json(rows), indent=2, default=_json_default))
     elif rows:
@@ -336,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except TopologyError as exc:
         print(f"invalid topology:\n{exc}", file=sys.stderr)
+        return 2
+    except _NoClickHouse as exc:
+        print(str(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,3 +44,45 @@ def worker_env(tmp_path, broker) -> dict[str, str]:
         "CXSTREAM_CLICKHOUSE_URL": "",
         "CXSTREAM_TOPOLOGY": str(REPO / "topology.yaml"),
     }
+
+
+#: simulator defect -> the reason code ingest gives it (stream.ingest.decode)
+DEFECT_REASON = {
+    "not_json": "not_json",
+    "missing_field": "missing_field",
+    "out_of_range": "out_of_range",
+    "unknown_code": "unknown_code",
+    "bad_time": "bad_time",
+    "wrong_version": "unsupported_version",
+}
+
+
+async def start_agent(broker, topology: Topology, data_dir: Path):
+    """The ingest agent in this process, on the test broker and a chDB in ``data_dir``: (agent, writer)."""
+    from stream.ingest.agent import IngestAgent
+    from stream.runtime.app import open_writer
+    from stream.settings import Settings
+
+    settings = Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
+    writer = await asyncio.to_thread(open_writer, settings, topology)
+    agent = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
+    await agent.start()
+    return agent, writer
+
+
+async def stop_agent(agent, writer) -> None:
+    await agent.stop()
+    writer.client.close()  # chDB: one data directory per process at a time
+
+
+async def run_agent(broker, topology: Topology, data_dir: Path, expected: int, timeout_s: float = 60):
+    """Run the ingest agent until it has handled ``expected`` records, then stop it; returns the agent."""
+    agent, writer = await start_agent(broker, topology, data_dir)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while sum(agent.progress.totals.values()) < expected:
+            assert time.monotonic() < deadline, f"agent handled {dict(agent.progress.totals)} of {expected}"
+            await asyncio.sleep(0.05)
+    finally:
+        await stop_agent(agent, writer)
+    return agent

@@ -15,22 +15,14 @@ from stream.contract import SatisfactionEvent, TicketEvent
 from stream.contract.export import EXAMPLES
 from stream.ingest.decode import classify, decode_batch
 from stream.ingest.records import RawRecord
+
+from .conftest import DEFECT_REASON
 from stream.simulate import generate
 from stream.simulate.defects import DEFECTS
 
 START = datetime(2026, 11, 20, tzinfo=timezone(timedelta(hours=8)))
 MODELS = {"ticket_events": TicketEvent, "satisfaction_events": SatisfactionEvent}
 MODEL_LIST = [TicketEvent, SatisfactionEvent]
-
-#: simulator defect -> the reason code ingest must give it
-EXPECTED_REASON = {
-    "not_json": "not_json",
-    "missing_field": "missing_field",
-    "out_of_range": "out_of_range",
-    "unknown_code": "unknown_code",
-    "bad_time": "bad_time",
-    "wrong_version": "unsupported_version",
-}
 
 #: every reason code decode may give (stream.ingest.records.Rejection)
 REASONS = {
@@ -60,7 +52,7 @@ def sim():
 
 
 def test_expected_reasons_cover_every_simulator_defect():
-    assert set(EXPECTED_REASON) == set(DEFECTS)
+    assert set(DEFECT_REASON) == set(DEFECTS)
 
 
 @pytest.mark.parametrize("stream", sorted(MODELS))
@@ -76,7 +68,7 @@ def test_each_simulator_defect_maps_to_its_reason(sim, stream):
             assert i in accepted_offsets, f"valid record {i} rejected: {by_offset.get(i)}"
             continue
         rej = by_offset[i]
-        assert rej.reason == EXPECTED_REASON[s.defect], (s.defect, rej.reason, rej.field, rej.detail)
+        assert rej.reason == DEFECT_REASON[s.defect], (s.defect, rej.reason, rej.field, rej.detail)
         seen[s.defect] += 1
     assert len(accepted) + len(rejected) == len(sims)
     assert len(seen) >= 4, seen  # most defects do occur on this stream

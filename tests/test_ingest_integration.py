@@ -14,25 +14,9 @@ from stream.settings import Settings
 from stream.simulate import generate
 from stream.simulate.publish import publish
 
-from .conftest import SIM_START
+from .conftest import SIM_START, run_agent
 
 pytestmark = pytest.mark.integration
-
-
-async def _run_agent(broker, topology, data_dir, expected: int, timeout_s: float = 60) -> IngestAgent:
-    settings = Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
-    writer = await asyncio.to_thread(open_writer, settings, topology)
-    agent = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
-    await agent.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while sum(agent.progress.totals.values()) < expected:
-            assert time.monotonic() < deadline, f"agent handled {dict(agent.progress.totals)} of {expected}"
-            await asyncio.sleep(0.05)
-    finally:
-        await agent.stop()
-        writer.client.close()  # chDB: one data directory per process at a time
-    return agent
 
 
 def _query(data_dir, sql: str):
@@ -76,7 +60,7 @@ async def _committed(bootstrap: str, group: str, topics: list[str]) -> int:
 async def test_every_record_is_stored_or_dead_lettered_then_committed(broker, topology, topics, tmp_path):
     sim = generate(3000, seed=5, start=SIM_START, malformed_share=0.05, resend_share=0.02)
     await publish(sim.records, bootstrap_servers=broker.bootstrap, topic_names=topics)
-    agent = await _run_agent(broker, topology, tmp_path, expected=3000)
+    agent = await run_agent(broker, topology, tmp_path, expected=3000)
 
     counts = sim.summary()
     assert agent.progress.totals == {"ingested": counts["valid"], "rejected": counts["malformed"], "duplicate": counts["resent"]}
@@ -102,11 +86,11 @@ async def test_redelivery_does_not_duplicate_query_results(broker, topology, top
     """A second consumer group re-reads everything (a redelivery of every record)."""
     sim = generate(2000, seed=8, start=SIM_START)
     await publish(sim.records, bootstrap_servers=broker.bootstrap, topic_names=topics)
-    await _run_agent(broker, topology, tmp_path, expected=2000)
+    await run_agent(broker, topology, tmp_path, expected=2000)
     before = _query(tmp_path, "SELECT count() FROM cxstream.ticket_events")
 
     replay = topology.model_copy(update={"consumer": topology.consumer.model_copy(update={"group_id": "replay"})})
-    again = await _run_agent(broker, replay, tmp_path, expected=2000)
+    again = await run_agent(broker, replay, tmp_path, expected=2000)
 
     # The restarted agent warmed its seen-set from ClickHouse: every valid record is a known resend.
     assert again.progress.totals["ingested"] == 0

@@ -15,7 +15,6 @@ from stream.simulate import generate
 from stream.state.lifecycle import (
     FINDING_KINDS,
     STEP_RANK,
-    Finding,
     FollowUp,
     Step,
     TicketRecord,

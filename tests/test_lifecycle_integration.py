@@ -5,19 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream.contract import TicketEvent
-from stream.ingest.agent import IngestAgent
-from stream.runtime.app import open_writer
 from stream.runtime.worker import WorkerProcess
-from stream.settings import Settings
 
+from .conftest import start_agent, stop_agent
 from .test_worker_process import _base_env, cxstream
 
 pytestmark = pytest.mark.integration
@@ -55,14 +51,6 @@ def breach_of(writer, ticket: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-async def start_agent(broker, topology, data_dir):
-    settings = Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
-    writer = await asyncio.to_thread(open_writer, settings, topology)
-    agent = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
-    await agent.start()
-    return agent, writer
-
-
 async def test_silent_open_ticket_breaches_on_time_and_after_a_restart(broker, topology, topics, tmp_path):
     """No further event arrives: the breach is found by the SLA clock, also by a restarted worker."""
     topology = fast_sla(topology)
@@ -84,8 +72,7 @@ async def test_silent_open_ticket_breaches_on_time_and_after_a_restart(broker, t
         assert first_deadline <= found_at <= first_deadline + timedelta(seconds=2), found_at - first_deadline
         assert breach_of(writer, "T-SILENT-2") == ""
     finally:
-        await agent.stop()
-        writer.client.close()
+        await stop_agent(agent, writer)
 
     # A new worker (state rebuilt from ClickHouse for its partitions) still catches the second deadline.
     agent, writer = await start_agent(broker, topology, tmp_path)
@@ -101,8 +88,7 @@ async def test_silent_open_ticket_breaches_on_time_and_after_a_restart(broker, t
         assert breach_of(writer, "T-SILENT-2") == "open_overdue"
         assert second_deadline <= found_at <= second_deadline + timedelta(seconds=2), found_at - second_deadline
     finally:
-        await agent.stop()
-        writer.client.close()
+        await stop_agent(agent, writer)
 
 
 def test_trace_over_http_and_cli(broker, topology, topics, worker_env, tmp_path):

@@ -8,15 +8,12 @@ and arrival lags matching the planted lag model.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from stream.ingest.agent import IngestAgent
 from stream.quality import (
     format_report,
     quality_report,
@@ -27,42 +24,19 @@ from stream.quality import (
 )
 from stream.quality.metrics import QUALITY_EVENTS, QUALITY_LAG, export
 from stream.quality.report import SourceQuality
-from stream.runtime.app import open_writer
-from stream.settings import Settings
 from stream.simulate import generate
 from stream.simulate.publish import publish
 from stream.sink.clickhouse import connect
 
-from .conftest import SIM_START
+from .conftest import DEFECT_REASON, SIM_START, run_agent
 
-#: simulator defect -> the reason code ingest gives it (stream.ingest.decode)
-DEFECT_REASON = {
-    "not_json": "not_json",
-    "missing_field": "missing_field",
-    "out_of_range": "out_of_range",
-    "unknown_code": "unknown_code",
-    "bad_time": "bad_time",
-    "wrong_version": "unsupported_version",
-}
 DIMENSIONS = ("overall_service", "reach_speed", "ivr_menu", "agent_attitude", "agent_ability", "call_outcome")
 DB = "cxstream"
 
 
-async def _ingest(broker, topology, data_dir, records, expected: int, timeout_s: float = 60) -> dict[str, int]:
+async def _ingest(broker, topology, data_dir, records, expected: int) -> dict[str, int]:
     await publish(records, bootstrap_servers=broker.bootstrap, topic_names=_topics(topology))
-    settings = Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
-    writer = await asyncio.to_thread(open_writer, settings, topology)
-    agent = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
-    await agent.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while sum(agent.progress.totals.values()) < expected:
-            assert time.monotonic() < deadline, f"agent handled {dict(agent.progress.totals)} of {expected}"
-            await asyncio.sleep(0.05)
-    finally:
-        await agent.stop()
-        writer.client.close()  # chDB: one data directory per process at a time
-    return dict(agent.progress.totals)
+    return dict((await run_agent(broker, topology, data_dir, expected)).progress.totals)
 
 
 def _topics(topology) -> dict[str, str]:

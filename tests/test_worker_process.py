@@ -111,7 +111,7 @@ def test_demo_accounts_for_every_event(tmp_path):
     # `cxstream quality` counts exactly the defects and resends the simulator planted, per source system.
     from collections import Counter, defaultdict
 
-    from .test_quality import DEFECT_REASON
+    from .conftest import DEFECT_REASON
 
     q = cxstream("quality", "--data-dir", str(demo_dir), "--window", "30d", "--json", env=_base_env())
     assert q.returncode == 0, q.stderr
