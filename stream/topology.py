@@ -33,13 +33,15 @@ from pydantic import (
     model_validator,
 )
 
-from .contract import CONTRACTS
+from .contract import CONTRACTS, EVENT_CONTRACTS
 
 __all__ = [
     "ConsumerSettings",
     "DedupSettings",
     "Duration",
+    "IndicatorSettings",
     "QualitySettings",
+    "WindowSpec",
     "SinkSettings",
     "StateSettings",
     "TicketStateSettings",
@@ -255,6 +257,46 @@ class StateSettings(_Strict):
     tickets: TicketStateSettings
 
 
+class WindowSpec(_Strict):
+    """One indicator window: tumbling ``[k*size, (k+1)*size)`` or rolling ``size`` long every ``step``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]{1,16}$", description="Window name as stored (e.g. `1h`).")
+    kind: Literal["tumbling", "rolling"]
+    size: Duration
+    step: Duration | None = Field(default=None, description="Rolling windows only: how often one starts.")
+
+    @model_validator(mode="after")
+    def _step(self) -> WindowSpec:
+        if self.kind == "rolling":
+            if self.step is None:
+                raise ValueError("a rolling window needs a step")
+            if self.size % self.step:
+                raise ValueError("a rolling window's size must be a multiple of its step")
+        elif self.step is not None:
+            raise ValueError("a tumbling window has no step")
+        return self
+
+    @property
+    def hop(self) -> timedelta:
+        return self.step if self.kind == "rolling" else self.size
+
+
+class IndicatorSettings(_Strict):
+    """Rolling district indicators (docs/indicators.md)."""
+
+    lateness: Duration = Field(description="How long after its end a window still accepts late events.")
+    satisfied_min_score: int = Field(ge=1, le=10, description="CSAT counts scores at or above this as satisfied.")
+    windows: list[WindowSpec] = Field(min_length=1)
+
+    @field_validator("windows")
+    @classmethod
+    def _unique(cls, windows: list[WindowSpec]) -> list[WindowSpec]:
+        names = [w.name for w in windows]
+        if len(names) != len(set(names)):
+            raise ValueError(f"window names must be unique: {names}")
+        return windows
+
+
 class QualitySettings(_Strict):
     """Data-quality report per source system (``cxstream quality``, metrics, ``quality_reports``)."""
 
@@ -271,6 +313,7 @@ class Topology(_Strict):
     consumer: ConsumerSettings
     dedup: DedupSettings
     state: StateSettings
+    indicators: IndicatorSettings
     quality: QualitySettings
     sink: SinkSettings
 
@@ -291,8 +334,8 @@ class Topology(_Strict):
         return topics
 
     def source_topics(self) -> dict[str, TopicSpec]:
-        """Topics carrying upstream events (those with a contract), by logical name."""
-        return {k: t for k, t in self.topics.items() if t.contract is not None}
+        """Topics carrying upstream events (an event contract), by logical name."""
+        return {k: t for k, t in self.topics.items() if t.contract in EVENT_CONTRACTS}
 
 
 # --------------------------------------------------------------------------- loading

@@ -96,7 +96,7 @@ def test_every_example_validates_against_model_and_schema(contract):
     assert examples == EXAMPLES[contract]
     for example in examples:
         event = CONTRACTS[contract].model_validate_json(json.dumps(example))
-        assert event.event_id == example["event_id"]
+        assert event.model_dump(mode="json", exclude_defaults=False)["schema_version"] == example["schema_version"]
         assert _schema_errors(contract, example) == []
 
 
@@ -123,8 +123,9 @@ def test_every_property_is_documented(contract):
     assert schema.get("description", "").strip(), f"{contract}: no top-level description"
     assert _undocumented(schema, contract) == []
     # the walk really visits nested definitions
-    nested = {"ticket_event": "Region", "satisfaction_event": "HotlineDimensions"}[contract]
-    assert schema["$defs"][nested]["properties"]
+    nested = {"ticket_event": "Region", "satisfaction_event": "HotlineDimensions"}.get(contract)
+    if nested:
+        assert schema["$defs"][nested]["properties"]
 
 
 def test_undocumented_walk_finds_nested_gaps():

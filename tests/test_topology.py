@@ -71,6 +71,12 @@ quality:
   window: 1h
   horizon: 1d
   refresh_interval: 1m
+indicators:
+  lateness: 2h
+  satisfied_min_score: 8
+  windows:
+    - {name: 1h, kind: tumbling, size: 1h}
+    - {name: 24h, kind: rolling, size: 24h, step: 1h}
 """
 
 
@@ -221,7 +227,7 @@ def test_out_of_range_message_is_exact(tmp_path: Path) -> None:
         (20, "    retention: -1d", 20, "topics.dead_letters.retention", "invalid duration"),
         # unknown contract / key not in the contract
         (12, "    contract: satisfaction", 12, "topics.satisfaction_events.contract",
-         "unknown contract 'satisfaction'; known: satisfaction_event, ticket_event"),
+         "unknown contract 'satisfaction'; known: indicator_update, satisfaction_event, subscriber_base, ticket_event"),
         (9, "    key: msisdn", 3, "topics.ticket_events", "'msisdn' is not a field of contract"),
     ],
 )
@@ -246,7 +252,7 @@ def test_unknown_key_is_an_error_with_suggestion(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     [error] = errors_of(VALID + "windows:\n  - 5m\n", tmp_path)
-    assert error.endswith(":50: windows: unknown key")
+    assert error.endswith(":56: windows: unknown key")
 
 
 def test_missing_required_topic(tmp_path: Path) -> None:
@@ -289,7 +295,7 @@ def test_all_errors_reported_one_per_line(tmp_path: Path) -> None:
         (edit(31, "  horizon: [7d"), 32, "expected ',' or ']'"),
         (edit(25, "    batch_max_events: 1"), 25, "mapping values are not allowed here"),
         (edit(14, "\tretention: 7d"), 14, "cannot start any token"),
-        (VALID + "---\nversion: 1\n", 50, "expected a single document in the stream, but found"),
+        (VALID + "---\nversion: 1\n", 56, "expected a single document in the stream, but found"),
     ],
 )
 def test_bad_yaml(tmp_path: Path, text: str, line_no: int, fragment: str) -> None:

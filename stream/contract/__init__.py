@@ -4,18 +4,31 @@ The pydantic models are the source of truth; ``schemas/*.json`` is exported
 from them (``cxstream schemas export``) and a test fails when the two drift.
 """
 
+from pydantic import BaseModel
+
 from .common import BusinessLine, Channel, CustomerTier, Envelope, Region
+from .reference import IndicatorUpdate, SubscriberBase
 from .satisfaction import HotlineDimensions, SatisfactionEvent
 from .ticket import ClosureType, TicketEvent, TicketStep
 
-#: contract name (as used in topology.yaml) -> model
-CONTRACTS: dict[str, type[Envelope]] = {
+#: upstream event contracts (ingested, validated, stored as raw events)
+EVENT_CONTRACTS: dict[str, type[Envelope]] = {
     "ticket_event": TicketEvent,
     "satisfaction_event": SatisfactionEvent,
 }
 
+#: every contract name (as used in topology.yaml) -> model; each is exported to schemas/
+CONTRACTS: dict[str, type[BaseModel]] = {
+    **EVENT_CONTRACTS,
+    "subscriber_base": SubscriberBase,
+    "indicator_update": IndicatorUpdate,
+}
+
 __all__ = [
     "CONTRACTS",
+    "EVENT_CONTRACTS",
+    "IndicatorUpdate",
+    "SubscriberBase",
     "BusinessLine",
     "Channel",
     "ClosureType",
