@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from .reference.subscribers import seed_embedded
 from .runtime.broker import EmbeddedBroker, ensure_topics, free_port
 from .runtime.worker import WorkerProcess, committed_total
 from .settings import Settings
@@ -77,6 +78,7 @@ def run_demo(
     sim = generate(events, seed, start)
     with EmbeddedBroker(log_file=data_dir / "broker.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, topology))
+        seed_embedded(broker.bootstrap, topology.topics["subscriber_base"].name, seed)  # before the worker starts
         web_port = free_port()
         env = {
             "CXSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap,

@@ -333,6 +333,16 @@ class Topology(_Strict):
             seen[spec.name] = logical
         return topics
 
+    @model_validator(mode="after")
+    def _co_partitioned(self) -> "Topology":
+        # Tickets and satisfaction events of a customer must meet in one worker
+        # (follow-ups link to tickets; indicator partials are per partition number).
+        sources = self.source_topics()
+        if len({t.partitions for t in sources.values()}) > 1 or len({t.key for t in sources.values()}) > 1:
+            detail = ", ".join(f"{k}: {t.partitions} partitions keyed by {t.key}" for k, t in sources.items())
+            raise ValueError(f"source topics must be co-partitioned (same partitions and key): {detail}")
+        return self
+
     def source_topics(self) -> dict[str, TopicSpec]:
         """Topics carrying upstream events (an event contract), by logical name."""
         return {k: t for k, t in self.topics.items() if t.contract in EVENT_CONTRACTS}

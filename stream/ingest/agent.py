@@ -29,15 +29,18 @@ import threading
 import time
 from collections import defaultdict
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from mode import Service
 
 from ..runtime import metrics
 from ..sink.clickhouse import Writer
 from ..sink.columns import TABLES, dead_letter_table, duplicate_table, ticket_state_table, ticket_steps_table, utcnow
+from ..indicators.stage import IndicatorStage, cells_table, too_late_table, update_messages
 from ..state.stage import TicketStage
 from ..topology import Topology
 from .batch import BatchSplitter
@@ -58,6 +61,17 @@ def dead_letter_headers(r: Rejection) -> list[tuple[str, bytes]]:
         ("cx.source.offset", str(r.record.offset).encode()),
         ("cx.source.system", r.source_system.encode()),
     ]
+
+
+@dataclass
+class _Derived:
+    """What a batch (or an SLA check) derived in memory; stored, and retried, exactly as is."""
+
+    states: list
+    cells: list
+    late: list
+    version: int
+    messages: list[tuple[bytes, bytes]]
 
 
 class Progress:
@@ -112,6 +126,14 @@ class IngestAgent(Service):
         self.first_polled_at: float | None = None  # perf_counter of the first non-empty poll (benchmarks)
         self.last_commit_at: float | None = None
         self.tickets = TicketStage(topology.state.tickets, writer)
+        self.indicators = IndicatorStage(
+            topology.indicators,
+            writer,
+            {"ticket_events": topology.topics["ticket_events"].name,
+             "satisfaction_events": topology.topics["satisfaction_events"].name},
+        )  # fmt: skip
+        self.indicator_topic = topology.topics["indicator_updates"].name
+        self._sla_backlog: list[_Derived] = []
         self.ticket_topic = topology.topics["ticket_events"].name
         self._sla_checked_at = 0.0
         self._idle = False
@@ -134,6 +156,11 @@ class IngestAgent(Service):
             heartbeat_interval_ms=max(100, int(c.session_timeout.total_seconds() * 1000) // 4),
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
+            # Co-partitioning: with equal partition counts the range assignor gives a
+            # worker the same partition numbers of every source topic, so a customer's
+            # tickets and satisfaction events (same key) meet in one worker, and a
+            # partition number identifies one worker's partial indicator cells.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         self.consumer.subscribe(list(self.topic_to_stream), listener=_TicketPartitions(self))
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5)
@@ -190,17 +217,19 @@ class IngestAgent(Service):
         # and ClickHouse's insert deduplication drops it.
         now = utcnow()
         clock = self.tickets.sla_clock(caught_up=self._caught_up(), now=now)
+        # Validation is CPU work and storage is blocking I/O: both run in a
+        # thread so heartbeats and the web server stay responsive.
+        batches = await asyncio.to_thread(self.splitter.split, records)
+        derived: _Derived | None = None
         attempt = 0
         while True:
-            # Validation is CPU work and storage is blocking I/O: both run in a
-            # thread so heartbeats and the web server stay responsive.
-            batches = await asyncio.to_thread(self.splitter.split, records)
             try:
-                await asyncio.to_thread(self._store, batches, now, clock)
-                await self._publish_dead_letters(batches)
+                if derived is None:  # derived once: a retry stores the same rows again
+                    derived = await asyncio.to_thread(self._derive, batches, clock)
+                await asyncio.to_thread(self._store, batches, derived, now)
+                await self._publish(batches, derived)
                 break
             except Exception as exc:
-                self.splitter.forget(batches)
                 metrics.SINK_FAILURES.inc()
                 attempt += 1
                 delay = min(30.0, 0.5 * 2**attempt)
@@ -223,46 +252,59 @@ class IngestAgent(Service):
         with self._storing:
             pass
 
-    def _store(self, batches: dict[str, IngestBatch], now: datetime, clock: datetime) -> None:
+    def _derive(self, batches: dict[str, IngestBatch], clock: datetime) -> _Derived:
+        """Lifecycle state and indicator cells for a batch (reads ClickHouse first, then changes memory)."""
+        with self._storing:
+            partition_of = self.tickets.store.partition_of
+            needing = self.tickets.needing_history(batches)
+            if needing:
+                self.tickets.reload(needing)
+                self.indicators.remember_stored(needing, partition_of)
+            states = self.tickets.apply(batches, clock)
+            late = self.indicators.apply(batches, states, partition_of)
+            return self._outputs(states, late)
+
+    def _outputs(self, states: list, late: list) -> _Derived:
+        cells = self.indicators.flush()
+        version = self._next_version()
+        return _Derived(states, cells, late, version, update_messages(cells, version))
+
+    def _store(self, batches: dict[str, IngestBatch], derived: _Derived, now: datetime) -> None:
         with self._storing:
             if self._stopping:  # raise, so the batch is not committed: the next owner redelivers it
                 raise RuntimeError("ingest agent stopping")
-            self._store_batch(batches, now, clock)
+            rejected: list[Rejection] = []
+            duplicates: list[Accepted] = []
+            for contract, batch in batches.items():
+                table, build = TABLES[contract]
+                self._insert(table, build(batch.accepted, now))
+                rejected.extend(batch.rejected)
+                duplicates.extend(batch.duplicates)
+            if rejected:
+                self._insert("dead_letters", dead_letter_table(rejected, now))
+            if duplicates:
+                self._insert("duplicates", duplicate_table(duplicates, now))
+            self._store_derived(derived)
 
-    def _store_batch(self, batches: dict[str, IngestBatch], now: datetime, clock: datetime) -> None:
-        rejected: list[Rejection] = []
-        duplicates: list[Accepted] = []
-        for contract, batch in batches.items():
-            table, build = TABLES[contract]
-            with metrics.SINK_SECONDS.labels(table).time():
-                self.writer.insert(table, build(batch.accepted, now))
-            rejected.extend(batch.rejected)
-            duplicates.extend(batch.duplicates)
-        if rejected:
-            with metrics.SINK_SECONDS.labels("dead_letters").time():
-                self.writer.insert("dead_letters", dead_letter_table(rejected, now))
-        if duplicates:
-            with metrics.SINK_SECONDS.labels("duplicates").time():
-                self.writer.insert("duplicates", duplicate_table(duplicates, now))
-        # Lifecycle state after the raw events: a ticket reloaded from ClickHouse
-        # then includes this batch's events too.
-        self.tickets.reload(self.tickets.needing_history(batches))
-        self._store_states(self.tickets.apply(batches, clock))
+    def _insert(self, table: str, data) -> None:
+        with metrics.SINK_SECONDS.labels(table).time():
+            self.writer.insert(table, data)
 
-    def _store_checked_states(self, states: list) -> None:
+    def _store_derived(self, d: _Derived) -> None:
+        if d.states:
+            self._insert("ticket_state", ticket_state_table(d.states, d.version))
+            self._insert("ticket_steps", ticket_steps_table(d.states, d.version))
+        if d.cells:
+            self._insert("indicator_cells", cells_table(d.cells, d.version, d.version))
+        if d.late:
+            self._insert("indicator_too_late", too_late_table(d.late, self.indicators.cube.watermark, d.version))
+            metrics.INDICATOR_TOO_LATE.inc(len(d.late))
+
+    def _store_checked(self, d: _Derived) -> None:
         with self._storing:
             if self._stopping:
                 raise RuntimeError("ingest agent stopping")
-            self._store_states(states)
-
-    def _store_states(self, states: list) -> None:
-        if not states:
-            return
-        version = self._next_version()
-        with metrics.SINK_SECONDS.labels("ticket_state").time():
-            self.writer.insert("ticket_state", ticket_state_table(states, version))
-        with metrics.SINK_SECONDS.labels("ticket_steps").time():
-            self.writer.insert("ticket_steps", ticket_steps_table(states, version))
+            self._store_derived(d)
 
     def _next_version(self) -> int:
         """updated_at (ms) for state rows: strictly increasing, so the newest write wins in ClickHouse."""
@@ -275,17 +317,25 @@ class IngestAgent(Service):
         clock = self.tickets.sla_clock(caught_up=self._caught_up())
         states = self.tickets.check_sla(clock)
         if states:
+            late = self.indicators.apply_states(states, self.tickets.store.partition_of)
+            self._sla_backlog.append(self._outputs(states, late))
+            metrics.SLA_OVERDUE.inc(len(states))
+            log.info("SLA: %d open tickets went past their deadline", len(states))
+        while self._sla_backlog:  # derived once, stored (and published) until it succeeds
+            derived = self._sla_backlog[0]
             try:
-                await asyncio.to_thread(self._store_checked_states, states)
-                metrics.SLA_OVERDUE.inc(len(states))
-                log.info("SLA: %d open tickets went past their deadline", len(states))
+                await asyncio.to_thread(self._store_checked, derived)
+                await self._send(self.indicator_topic, derived.messages)
             except Exception as exc:
-                self.tickets.store.rearm(s.ticket_id for s in states)
-                log.error("storing %d SLA breaches failed (%s); will retry", len(states), exc)
+                log.error("storing %d SLA breaches failed (%s); will retry", len(derived.states), exc)
+                break
+            self._sla_backlog.pop(0)
         self.tickets.evict(clock)
+        self.indicators.forget_tickets(self.tickets.store.records)
         metrics.STATE_TICKETS.set(len(self.tickets.store))
 
-    async def _publish_dead_letters(self, batches: dict[str, IngestBatch]) -> None:
+    async def _publish(self, batches: dict[str, IngestBatch], derived: _Derived) -> None:
+        """Dead letters (original bytes, reason in headers) and indicator updates; waits for the acks."""
         assert self.producer is not None
         futures = [
             await self.producer.send(
@@ -294,6 +344,13 @@ class IngestAgent(Service):
             for batch in batches.values()
             for r in batch.rejected
         ]
+        futures += [await self.producer.send(self.indicator_topic, value=v, key=k) for k, v in derived.messages]
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _send(self, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        assert self.producer is not None
+        futures = [await self.producer.send(topic, value=v, key=k) for k, v in messages]
         if futures:
             await asyncio.gather(*futures)
 
@@ -307,6 +364,15 @@ class IngestAgent(Service):
                 metrics.REJECTS.labels(stream, r.reason).inc()
         self.progress.add(batches)
         metrics.SEEN_IDS.set(sum(len(s) for s in self.splitter.seen.values()))
+
+    def restore(self, ticket_partitions: list[int], partitions: list[int]) -> None:
+        """After an assignment: indicator cells and watermark, then open tickets and what they contributed."""
+        with self._storing:
+            self.indicators.restore_partitions(partitions)
+            before = set(self.tickets.store.records)
+            self.tickets.restore_open(ticket_partitions)
+            restored = set(self.tickets.store.records) - before
+            self.indicators.remember_stored(restored, self.tickets.store.partition_of)
 
     def _caught_up(self) -> bool:
         # The last poll came back empty, or the broker says nothing is left.
@@ -346,9 +412,11 @@ class _TicketPartitions(ConsumerRebalanceListener):
         if parts:
             dropped = self.agent.tickets.drop_partitions(parts)
             log.info("state: released %d tickets of partitions %s", dropped, parts)
+        self.agent.indicators.drop_partitions(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
         parts = [tp.partition for tp in assigned if tp.topic == self.agent.ticket_topic]
-        if parts:
-            await asyncio.to_thread(self.agent.tickets.restore_open, parts)
+        sat_parts = [tp.partition for tp in assigned if tp.topic != self.agent.ticket_topic]
+        if parts or sat_parts:
+            await asyncio.to_thread(self.agent.restore, parts, sorted(set(parts) | set(sat_parts)))
         self.agent.ready.set()  # ready = partitions assigned and their open tickets restored

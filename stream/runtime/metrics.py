@@ -40,3 +40,6 @@ CONSUMER_LAG = Gauge("cxstream_consumer_lag", "Records behind the end of each so
 SEEN_IDS = Gauge("cxstream_dedup_seen_ids", "Event ids held in the resend-deduplication set.")
 STATE_TICKETS = Gauge("cxstream_state_tickets", "Tickets held in stream state (open and recently closed).")
 SLA_OVERDUE = Counter("cxstream_sla_overdue_total", "Open tickets found past their SLA deadline with no closing event.")
+INDICATOR_TOO_LATE = Counter(
+    "cxstream_indicator_too_late_total", "Indicator facts for windows already final (not applied; kept in indicator_too_late)."
+)

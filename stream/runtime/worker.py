@@ -57,6 +57,10 @@ def run_worker(settings: Settings, simulate_rate: float | None = None, simulate_
         created = asyncio.run(ensure_topics(bootstrap, topology))
         if created:
             log.info("created topics: %s", ", ".join(created))
+        if settings.embedded_kafka:  # the simulator's subscriber bases, so complaint rates work out of the box
+            from ..reference.subscribers import seed_embedded
+
+            seed_embedded(bootstrap, topology.topics["subscriber_base"].name, simulate_seed)
         writer = open_writer(settings, topology)
         where = "embedded chDB at " + settings.clickhouse_dsn if settings.embedded_clickhouse else "ClickHouse server"
         log.info("storing to %s (database %s)", where, topology.sink.database)

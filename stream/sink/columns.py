@@ -150,6 +150,7 @@ def ticket_state_table(states: Sequence, updated_at_ms: int) -> pa.Table:
         "followup_time": [ms(x.event_time) if x else None for x in f],
         "followup_score": [x.overall_score if x else None for x in f],
         "followup_nps": [x.nps if x else None for x in f],
+        "followup_reach_speed": [x.reach_speed if x else None for x in f],
         "internally_resolved": [s.internally_resolved for s in states],
         "customer_solved": [s.customer_solved for s in states],
         "perception_gap": [s.perception_gap for s in states],
@@ -216,7 +217,7 @@ STATE_COLUMNS: dict[str, pa.DataType] = {
     "created_at": _TS, "first_closed_at": _TS, "closed_at": _TS, "last_event_time": _TS, "departments": _LIST_S,
     "handoffs": _U16, "handling_s": _F64, "sla_deadline": _TS, "sla_breached": _B, "reopen_count": _U16,
     "first_contact_resolution": _B, "followup_event_id": _S, "followup_time": _TS, "followup_score": _U8,
-    "followup_nps": _U8, "internally_resolved": _B, "customer_solved": _B, "perception_gap": _B,
+    "followup_nps": _U8, "followup_reach_speed": _U8, "internally_resolved": _B, "customer_solved": _B, "perception_gap": _B,
     "finding_kinds": _LIST_S, "finding_event_ids": _LIST_S, "finding_sources": _LIST_S, "finding_details": _LIST_S,
     "steps": _U16, "version": pa.uint32(), "updated_at": _TS,
 }  # fmt: skip

@@ -117,6 +117,7 @@ class FollowUp:
     channel: str
     source_system: str
     customer_id: str = ""
+    reach_speed: int | None = None  # hotline dimension "speed": the customer's view of how slow it was
 
     @classmethod
     def from_event(cls, e: SatisfactionEvent) -> "FollowUp":
@@ -129,6 +130,7 @@ class FollowUp:
             channel=str(e.channel),
             source_system=e.source_system,
             customer_id=e.customer_id,
+            reach_speed=e.dimensions.reach_speed if e.dimensions else None,
         )
 
     @property

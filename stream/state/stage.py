@@ -58,10 +58,10 @@ def _step_from_row(row: tuple) -> tuple[str, int, Step]:
 
 
 def _followup_from_row(row: tuple) -> tuple[str, FollowUp]:
-    ticket_id, event_id, event_time, score, solved, nps, channel, source = row
+    ticket_id, event_id, event_time, score, solved, nps, channel, source, customer, reach_speed = row
     return ticket_id, FollowUp(
         event_id=event_id, event_time=_utc(event_time), overall_score=score, problem_solved=solved, nps=nps,
-        channel=channel, source_system=source,
+        channel=channel, source_system=source, customer_id=customer, reach_speed=reach_speed,
     )  # fmt: skip
 
 
@@ -84,8 +84,8 @@ class TicketStage:
             loaded.add(ticket_id)
         if loaded:
             followups = client.query(
-                f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system "
-                f"FROM {db}.satisfaction_events WHERE ticket_id IN %(ids)s",
+                f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
+                f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id IN %(ids)s",
                 parameters={"ids": sorted(loaded)},
             )
             for row in followups.result_rows:

@@ -1,0 +1,221 @@
+"""The indicator stage: each batch's facts into the cube, changed cells out.
+
+Runs inside the ingest agent's batch, after the lifecycle stage and before the
+commit. Per batch:
+
+1. each satisfaction event adds its fact; each ticket whose state changed
+   retracts its previous contribution and adds the new one (a late step or a
+   reopen corrects the windows it touches); facts for windows that were final
+   before the batch are returned as too late;
+2. the watermark moves to the batch's newest event times;
+3. the changed cells are returned for ClickHouse (``indicator_cells``) and the
+   ``cx.indicator-updates.v1`` topic.
+
+What a ticket has contributed is known for every ticket in memory. For a ticket
+that comes back from ClickHouse (after a restart, a rebalance or eviction) it is
+rebuilt from its stored ``ticket_state`` row, which was written in the same
+batch as the cells it contributed to. Cells of the partitions a worker is
+assigned are reloaded from ClickHouse up to the restored watermark.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pyarrow as pa
+
+from ..contract import IndicatorUpdate, SatisfactionEvent
+from ..ingest.records import IngestBatch
+from ..sink.clickhouse import Writer
+from ..state.lifecycle import TicketState
+from ..topology import IndicatorSettings
+from .counters import COUNTERS
+from .cube import CellKey, Cube, TooLate
+from .facts import Cell, Fact, satisfaction_facts, ticket_facts
+
+log = logging.getLogger("cxstream.indicators")
+
+_TS = pa.timestamp("ms", tz="UTC")
+_S = pa.timestamp("s", tz="UTC")
+
+
+def _utc(v: datetime | None) -> datetime | None:
+    return v if v is None or v.tzinfo else v.replace(tzinfo=timezone.utc)
+
+
+class IndicatorStage:
+    def __init__(self, settings: IndicatorSettings, writer: Writer, source_topics: dict[str, str]):
+        self.settings = settings
+        self.source_topics = source_topics  # raw table -> Kafka topic (watermarks are per topic partition)
+        self.writer = writer
+        self.cube = Cube(settings.windows, settings.lateness)
+        self.contrib: dict[str, tuple[int, tuple[Fact, ...]]] = {}  # ticket -> (partition, applied facts)
+
+    # -- per batch ---------------------------------------------------------------------
+    def apply(
+        self, batches: dict[str, IngestBatch], states: Iterable[TicketState], partition_of: dict[str, int]
+    ) -> list[TooLate]:
+        late: list[TooLate] = []
+        sats = batches.get("satisfaction_event")
+        if sats is not None:
+            m = self.settings.satisfied_min_score
+            for a in sats.accepted:
+                e: SatisfactionEvent = a.event
+                late += self.cube.add(satisfaction_facts(e, m), a.record.partition, e.event_id, kind="satisfaction")
+        late += self.apply_states(states, partition_of)
+        # The watermark moves after the batch: a batch is judged against what came
+        # before it, however much of a partition's backlog it carries.
+        for contract in ("ticket_event", "satisfaction_event"):
+            b = batches.get(contract)
+            if b is not None:
+                for a in b.accepted:
+                    self.cube.advance(a.event.event_time, (a.record.topic, a.record.partition))
+        return late
+
+    def apply_states(self, states: Iterable[TicketState], partition_of: dict[str, int]) -> list[TooLate]:
+        """Retract each ticket's previous contribution and add the one of its new state."""
+        late: list[TooLate] = []
+        for s in states:
+            new = ticket_facts(s)
+            partition = partition_of.get(s.ticket_id, 0)
+            old_partition, old = self.contrib.get(s.ticket_id, (partition, ()))
+            if old_partition == partition:
+                # Only the facts that changed move: an unchanged fact in a final window is not "late".
+                gone = [f for f in old if f not in new]
+                added = [f for f in new if f not in old]
+            else:
+                gone, added = list(old), list(new)
+            if gone:
+                self.cube.add(gone, old_partition, s.ticket_id, sign=-1.0)
+            if added:
+                late += self.cube.add(added, partition, s.ticket_id)
+            self.contrib[s.ticket_id] = (partition, new)
+        return late
+
+    def flush(self) -> list[tuple[CellKey, list[float]]]:
+        return self.cube.flush()
+
+    def forget_tickets(self, keep: Iterable[str]) -> None:
+        """Drop contributions of tickets no longer in state (bounded like the state)."""
+        keep = set(keep)
+        for t in [t for t in self.contrib if t not in keep]:
+            del self.contrib[t]
+
+    # -- restoring from ClickHouse -------------------------------------------------------
+    def remember_stored(self, ticket_ids: Iterable[str], partition_of: dict[str, int]) -> int:
+        """Rebuild what these tickets have contributed, from their stored state rows."""
+        ids = sorted(set(ticket_ids) - set(self.contrib))
+        if not ids:
+            return 0
+        db = self.writer.database
+        result = self.writer.client.query(
+            f"SELECT ticket_id, province, city, district, channel, business_line, status, created_at, closed_at, "
+            f"first_closed_at, handling_s, first_contact_resolution, internally_resolved, customer_solved, "
+            f"perception_gap, sla_breach, sla_breached, sla_deadline, reopen_count, followup_reach_speed "
+            f"FROM {db}.ticket_state FINAL WHERE ticket_id IN %(ids)s",
+            parameters={"ids": ids},
+        )
+        for row in result.result_rows:
+            d = dict(zip(result.column_names, row))
+            for k in ("created_at", "closed_at", "first_closed_at", "sla_deadline"):
+                d[k] = _utc(d[k])
+            speed = d.pop("followup_reach_speed")
+            d["followup"] = SimpleNamespace(reach_speed=speed) if speed is not None else None
+            state = SimpleNamespace(**d)
+            self.contrib[d["ticket_id"]] = (partition_of.get(d["ticket_id"], 0), ticket_facts(state))  # type: ignore[arg-type]
+        return len(result.result_rows)
+
+    def restore_partitions(self, partitions: Iterable[int]) -> int:
+        """Reload the open cells of these source partitions, and the watermark they had reached."""
+        parts = sorted(set(partitions))
+        if not parts:
+            return 0
+        db = self.writer.database
+        client = self.writer.client
+        for table in ("ticket_events", "satisfaction_events"):
+            topic = self.source_topics[table]
+            rows = client.query(
+                f"SELECT kafka_partition, max(event_time) FROM {db}.{table} WHERE kafka_partition IN %(p)s "
+                f"GROUP BY kafka_partition",
+                parameters={"p": parts},
+            ).result_rows
+            for partition, newest in rows:
+                self.cube.advance(_utc(newest), (topic, partition))
+        newest = self.cube.watermark
+        if newest is None:
+            return 0
+        lateness_s = int(self.settings.lateness.total_seconds())
+        cols = ", ".join(COUNTERS)
+        result = client.query(
+            f"SELECT window, window_start, window_end, province, city, district, channel, business_line, "
+            f"source_partition, {cols} FROM {db}.indicator_cells FINAL "
+            f"WHERE source_partition IN %(p)s AND window_end + INTERVAL {lateness_s} SECOND > %(w)s",
+            parameters={"p": parts, "w": newest},
+        )
+        for row in result.result_rows:
+            window, start, end, province, city, district, channel, line, partition = row[:9]
+            key = CellKey(window, _utc(start), _utc(end), Cell(province, city, district, channel, line), partition)
+            self.cube.load(key, [float(v) for v in row[9:]])
+        log.info("restored %d indicator cells of partitions %s (watermark %s)", len(result.result_rows), parts, newest)
+        return len(result.result_rows)
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        lost = set(partitions)
+        self.cube.forget_partitions(lost)
+        for k in [k for k in self.cube.cells if k.partition in lost]:
+            del self.cube.cells[k]
+        self.cube.dirty = {k for k in self.cube.dirty if k.partition not in lost}
+        for t in [t for t, (p, _) in self.contrib.items() if p in lost]:
+            del self.contrib[t]
+
+
+def cells_table(cells: list[tuple[CellKey, list[float]]], version: int, updated_at_ms: int) -> pa.Table:
+    cols: dict[str, list] = {
+        "window": [k.window for k, _ in cells],
+        "window_start": [k.start for k, _ in cells],
+        "window_end": [k.end for k, _ in cells],
+        "province": [k.cell.province for k, _ in cells],
+        "city": [k.cell.city for k, _ in cells],
+        "district": [k.cell.district for k, _ in cells],
+        "channel": [k.cell.channel for k, _ in cells],
+        "business_line": [k.cell.business_line for k, _ in cells],
+        "source_partition": [k.partition for k, _ in cells],
+    }
+    types = {"window_start": _S, "window_end": _S, "source_partition": pa.uint16()}
+    data = {name: pa.array(v, type=types.get(name, pa.string())) for name, v in cols.items()}
+    for i, name in enumerate(COUNTERS):
+        data[name] = pa.array([c[i] for _, c in cells], type=pa.float64())
+    data["version"] = pa.array([version] * len(cells), type=pa.uint64())
+    data["updated_at"] = pa.array([updated_at_ms] * len(cells), type=_TS)
+    return pa.table(data)
+
+
+def too_late_table(late: list[TooLate], watermark: datetime | None, recorded_at_ms: int) -> pa.Table:
+    return pa.table(
+        {
+            "event_id": pa.array([x.source for x in late], pa.string()),
+            "source": pa.array([x.kind for x in late], pa.string()),
+            "fact_time": pa.array([x.fact_time for x in late], _TS),
+            "window": pa.array([x.window for x in late], pa.string()),
+            "window_start": pa.array([x.start for x in late], _S),
+            "district": pa.array([x.district for x in late], pa.string()),
+            "watermark": pa.array([watermark] * len(late), _TS),
+            "recorded_at": pa.array([recorded_at_ms] * len(late), _TS),
+        }
+    )
+
+
+def update_messages(cells: list[tuple[CellKey, list[float]]], version: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) Kafka messages for the changed cells (``IndicatorUpdate`` JSON, zero counters omitted)."""
+    out = []
+    for k, c in cells:
+        msg = IndicatorUpdate(
+            schema_version=1, window=k.window, window_start=k.start, window_end=k.end, province=k.cell.province,
+            city=k.cell.city, district=k.cell.district, channel=k.cell.channel, business_line=k.cell.business_line,
+            source_partition=k.partition, counters={n: v for n, v in zip(COUNTERS, c) if v}, version=version,
+        )  # fmt: skip
+        out.append((k.cell.district.encode(), msg.model_dump_json().encode()))
+    return out
