@@ -294,6 +294,11 @@ class IndicatorSettings(_Strict):
         names = [w.name for w in windows]
         if len(names) != len(set(names)):
             raise ValueError(f"window names must be unique: {names}")
+        sizes = {w.size for w in windows if w.kind == "tumbling"}
+        for w in windows:
+            # A rolling window is the sum of the tumbling windows of its step.
+            if w.kind == "rolling" and w.step not in sizes:
+                raise ValueError(f"rolling window {w.name!r} needs a tumbling window of its step ({format_duration(w.step)})")
         return windows
 
 

@@ -35,12 +35,14 @@ from .oracle_indicators import (
     INDICATORS,
     CellKey,
     SubscriberBase,
+    beyond_horizon,
     close,
     diff,
     load_subscriber_base,
     oracle_cells,
     oracle_values,
     rollup,
+    watermark,
 )
 
 DB = "cxstream"
@@ -149,12 +151,17 @@ def crafted() -> tuple[list[dict], list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    c = connect("chdb:///" + str(tmp_path_factory.mktemp("chdb") / "ch"))
+def chdb_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("chdb") / "ch"
+
+
+@pytest.fixture
+def client(chdb_dir):
+    c = connect(f"chdb:///{chdb_dir}")
     try:
         yield c
     finally:
-        c.close()  # chDB: one data directory per process at a time
+        c.close()  # chDB: one data directory per process at a time (the end-to-end tests open their own)
 
 
 _dbs = iter(range(1000))
@@ -170,7 +177,7 @@ def store(client, tickets: list[Accepted], sats: list[Accepted]) -> str:
     return db
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def crafted_db(client):
     tickets, sats = crafted()
     return store(client, accepted("ticket_event", tickets), accepted("satisfaction_event", sats))
@@ -206,7 +213,7 @@ def test_ticket_created_dispatched_twice_closed_resolved_with_an_unhappy_follow_
 
 def test_reopened_then_closed_again_late(client, crafted_db):
     cells = oracle_cells(client, crafted_db, WINDOWS, 8, LATE_NOW)
-    b = dict(district=D2, channel="store", line="mobile")
+    b = {"district": D2, "channel": "store", "line": "mobile"}
     assert cell(cells, "1h", at(9), **b) == {"complaints": 1}
     assert cell(cells, "1h", at(10), **b) == {"first_closed_n": 1, "reopened_n": 1}  # at the FIRST close
     # the final close: not resolved, two departments, reopened; 3h30 after creation
@@ -228,7 +235,7 @@ def test_closed_twice_the_first_close_ends_it_the_latest_gives_the_closure_type(
 def test_open_tickets_are_judged_at_now_or_their_latest_event(client, crafted_db):
     late = oracle_cells(client, crafted_db, WINDOWS, 8, LATE_NOW)
     early = oracle_cells(client, crafted_db, WINDOWS, 8, at(8))
-    e = dict(district=D3, channel="hotline", line="broadband")
+    e = {"district": D3, "channel": "hotline", "line": "broadband"}
     assert cell(late, "1h", at(9), **e) == {"due_n": 1, "overdue_n": 1}
     assert cell(early, "1h", at(9), **e) == {"due_n": 1}  # at 08:00 its 09:00 deadline has not passed
     # F: open, its follow-up (16:30) is past the 16:00 deadline, whatever the clock says
@@ -300,6 +307,18 @@ def test_values_and_rollups(client, crafted_db):
     for level in (city, district, province):
         assert sum(v["complaints"] for k, v in level.items() if k.window == "1d") == 8
     assert set(INDICATORS) <= set(day)
+
+
+def test_diff_names_what_differs():
+    key = CellKey("1h", at(10), "P01-C01-D01", "hotline", "broadband", "P01", "P01-C01")
+    other = key._replace(channel="store")
+    a = {key: {"complaints": 1.0, "csat": 0.5}}
+    assert diff(a, {key: {"complaints": 1.0, "csat": 0.5 + 1e-12}}) == []
+    assert diff(a, {key: {"complaints": 2.0, "csat": 0.5}}) == [
+        "1h 2026-11-20 10:00 P01/P01-C01/P01-C01-D01 hotline/broadband: complaints oracle=1.0 stream=2.0"
+    ]
+    assert diff(a, {key: {"complaints": 1.0, "csat": None}})[0].endswith("csat oracle=0.5 stream=None")
+    assert diff(a, {**a, other: {"complaints": 1.0}})[0].endswith("store/broadband: stream only {'complaints': 1.0}")
 
 
 # --------------------------------------------------------------------------- the oracle against the fold
@@ -440,7 +459,12 @@ def _nonempty(cells: dict) -> dict:
 
 
 def _report(what: str, problems: list[str], total: int) -> str:
-    return f"{what}: {len(problems)} of {total} cells differ; first 10:\n  " + "\n  ".join(problems[:10])
+    kinds: dict[tuple[str, str], int] = defaultdict(int)
+    for p in problems:
+        kind = "oracle only" if "oracle only" in p else "stream only" if "stream only" in p else "values differ"
+        kinds[(p.split(" ", 1)[0], kind)] += 1
+    summary = ", ".join(f"{w} {k}: {n}" for (w, k), n in sorted(kinds.items()))
+    return f"{what}: {len(problems)} of {total} cells differ ({summary}); first 10:\n  " + "\n  ".join(problems[:10])
 
 
 async def _handled(agent, n: int, timeout_s: float = 60) -> None:
@@ -467,6 +491,10 @@ async def test_stored_indicators_equal_the_oracle_over_a_simulated_day(broker, t
     try:
         await _handled(agent, cut)
         if cut < len(sim.records):
+            first = {json.loads(r.value)["ticket_id"] for r in sim.records[:cut] if r.stream == "ticket_events" and r.kind == "valid"}
+            later = {json.loads(r.value).get("ticket_id") for r in sim.records[cut:] if r.kind == "valid"}
+            evicted = first - set(agent.tickets.store.records)
+            assert len(evicted & later) > 20, "no evicted ticket is touched again"  # the second half reloads them
             await publish(sim.records[cut:], bootstrap_servers=broker.bootstrap, topic_names=topics)
             await _handled(agent, len(sim.records))
     finally:
@@ -489,20 +517,28 @@ async def test_stored_indicators_equal_the_oracle_over_a_simulated_day(broker, t
             "updated_at": pa.array([now] * len(base_rows), pa.timestamp("ms", tz="UTC")),
         }))  # fmt: skip
 
-        cells = oracle_cells(client, DB, topo.indicators.windows, topo.indicators.satisfied_min_score, now)
+        windows = topo.indicators.windows
+        every = oracle_cells(client, DB, windows, topo.indicators.satisfied_min_score, now)
+        # The stream holds back rolling windows ending past the step boundary after its watermark (cube.py); they
+        # are left out of the comparison, and must really be absent (any other missing cell is a failure).
+        mark = watermark(client, DB)
+        cells = {k: v for k, v in every.items() if not beyond_horizon(k, windows, mark)}
+        held_back = set(every) - set(cells)
         base = load_subscriber_base(client, DB)
         expected = oracle_values(cells, base)
         got = _nonempty(_stream_values(client))
         assert len(expected) > 1000
+        assert not held_back & set(got), f"{len(held_back & set(got))} rolling cells ahead of the watermark are stored"
         problems = diff(expected, got, TOL)
         assert not problems, _report("indicator_values vs oracle", problems, len(expected))
-        print(f"indicator_values: {len(got)} non-empty cells equal the oracle's {len(expected)}")
+        print(f"indicator_values: {len(got)} non-empty cells equal the oracle's {len(expected)} "
+              f"({len(held_back)} rolling cells ahead of the watermark {mark:%Y-%m-%d %H:%M:%S} held back)")
         for w in topo.indicators.windows:
             assert any(k.window == w.name for k in got), f"no stored cell for window {w.name}"
 
         for level in ("district", "city", "province", "network"):
             want = rollup(cells, level)
-            have = _nonempty(_stream_rollup(client, level))
+            have = {k: v for k, v in _nonempty(_stream_rollup(client, level)).items() if not beyond_horizon(k, windows, mark)}
             problems = diff(want, have, TOL)
             assert not problems, _report(f"{level} roll-up of indicator_cells vs oracle", problems, len(want))
     finally:

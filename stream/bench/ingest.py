@@ -68,9 +68,13 @@ async def bare_consume(bootstrap: str, topics: list[str], expected: int, group: 
         await consumer.stop()
 
 
-async def pipeline_consume(bootstrap: str, topology: Topology, settings: Settings, expected: int) -> tuple[float, dict]:
+async def pipeline_consume(
+    bootstrap: str, topology: Topology, settings: Settings, expected: int, indicators: bool = True
+) -> tuple[float, dict]:
     writer = await asyncio.to_thread(open_writer, settings, topology)
-    agent = IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600)
+    agent = IngestAgent(
+        bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600, indicators=indicators
+    )
     await agent.start()
     try:
         while sum(agent.progress.totals.values()) < expected:
@@ -79,6 +83,18 @@ async def pipeline_consume(bootstrap: str, topology: Topology, settings: Setting
         return expected / elapsed, dict(agent.progress.totals)
     finally:
         await agent.stop()
+        writer.client.close()
+
+
+def _group(topology: Topology, name: str) -> Topology:
+    """The same topology with its own consumer group, so each run reads the topic from the start."""
+    consumer = topology.consumer.model_copy(update={"group_id": f"cxstream-bench-{name}"})
+    return topology.model_copy(update={"consumer": consumer})
+
+
+def _fresh(settings: Settings, tmp: str, name: str) -> Settings:
+    """A separate chDB directory per run, so the second run does not see the first run's events as resends."""
+    return settings.model_copy(update={"data_dir": Path(tmp) / name})
 
 
 def run_ingest_bench(events: int, seed: int, settings: Settings) -> dict[str, Any]:
@@ -96,23 +112,31 @@ def run_ingest_bench(events: int, seed: int, settings: Settings) -> dict[str, An
         asyncio.run(publish(sim.records, bootstrap_servers=broker.bootstrap, topic_names=topic_names))
         _say("bench: bare aiokafka getmany loop (baseline)")
         bare = asyncio.run(bare_consume(broker.bootstrap, list(topic_names.values()), events, "cxstream-bench-bare"))
-        _say("bench: ingest pipeline (validate, dedup, store in chDB, dead-letter, commit)")
-        piped, totals = asyncio.run(pipeline_consume(broker.bootstrap, topology, bench_settings, events))
+        _say("bench: pipeline without indicators (validate, dedup, store, dead-letter, lifecycle state, commit)")
+        plain, _ = asyncio.run(pipeline_consume(broker.bootstrap, _group(topology, "plain"),
+                                                _fresh(bench_settings, tmp, "plain"), events, indicators=False))
+        _say("bench: full pipeline (the same, plus indicators)")
+        piped, totals = asyncio.run(pipeline_consume(broker.bootstrap, _group(topology, "full"),
+                                                     _fresh(bench_settings, tmp, "full"), events))  # fmt: skip
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = (
         f"events                       {events:,} ({totals.get('ingested', 0):,} stored, "
         f"{totals.get('rejected', 0):,} dead-lettered, {totals.get('duplicate', 0):,} resends dropped)\n"
         f"bare aiokafka getmany        {bare:>12,.0f} events/s\n"
-        f"ingest pipeline -> chDB      {piped:>12,.0f} events/s\n"
-        f"ratio pipeline / bare        {piped / bare:>12.3f}\n"
+        f"pipeline, no indicators      {plain:>12,.0f} events/s\n"
+        f"pipeline with indicators     {piped:>12,.0f} events/s\n"
+        f"ratio full / bare            {piped / bare:>12.3f}\n"
+        f"ratio full / no indicators   {piped / plain:>12.3f}\n"
         f"peak RSS                     {peak_mb:>12,.0f} MB\n"
         f"machine                      {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     )
     return {
         "events": events,
         "bare_events_per_s": round(bare),
+        "pipeline_no_indicators_events_per_s": round(plain),
         "pipeline_events_per_s": round(piped),
         "ratio": round(piped / bare, 4),
+        "indicator_ratio": round(piped / plain, 4),
         "totals": totals,
         "peak_rss_mb": round(peak_mb),
         "report": report,

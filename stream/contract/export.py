@@ -87,17 +87,21 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "indicator_update": [
         {
             "schema_version": 1,
-            "window": "1h",
-            "window_start": "2026-11-20T01:00:00Z",
-            "window_end": "2026-11-20T02:00:00Z",
             "province": "P01",
             "city": "P01-C02",
             "district": "P01-C02-D03",
-            "channel": "hotline",
-            "business_line": "broadband",
-            "source_partition": 3,
-            "counters": {"complaints": 4, "sat_n": 11, "sat_sum": 83, "sat_sumsq": 651, "satisfied_n": 7},
             "version": 1795571234567,
+            "cells": [
+                {
+                    "window": "1h",
+                    "window_start": "2026-11-20T01:00:00Z",
+                    "window_end": "2026-11-20T02:00:00Z",
+                    "channel": "hotline",
+                    "business_line": "broadband",
+                    "source_partition": 3,
+                    "counters": {"complaints": 4, "sat_n": 11, "sat_sum": 83, "sat_sumsq": 651, "satisfied_n": 7},
+                }
+            ],
         }
     ],
 }

@@ -29,25 +29,34 @@ class SubscriberBase(BaseModel):
     source_system: Code = Field(default="BSS", description="System that published the base.")
 
 
-class IndicatorUpdate(BaseModel):
-    """Partial indicator counters for one window and cell, from one source partition.
+class IndicatorCell(BaseModel):
+    """Partial counters of one window and cell, from one source partition."""
 
-    The value of a cell is the sum of its partials over ``source_partition``
-    (the newest ``version`` of each); roll-ups sum cells. Indicators are ratios
-    of the counters, defined in docs/indicators.md.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: str = Field(description="Window name from topology.yaml, e.g. `1h`, `24h`.")
+    window_start: AwareDatetime = Field(description="Window start (UTC).")
+    window_end: AwareDatetime = Field(description="Window end, exclusive (UTC).")
+    channel: str = Field(description="Channel of the cell.")
+    business_line: str = Field(description="Business line of the cell ('' when the events did not say).")
+    source_partition: int = Field(ge=0, description="Source partition these partial counters come from.")
+    counters: dict[str, float] = Field(description="Counter name -> value (see docs/indicators.md; zeros omitted).")
+
+
+class IndicatorUpdate(BaseModel):
+    """The cells of one district that one batch changed (partial counters per source partition).
+
+    A cell's value is the sum of its partials over ``source_partition`` (the
+    newest ``version`` of each); roll-ups sum cells. Indicators are ratios of the
+    counters, defined in docs/indicators.md. One message per district and batch
+    keeps the topic's rate independent of how many windows a batch touches.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: int = Field(ge=1, le=1, description="Contract major version (1).")
-    window: str = Field(description="Window name from topology.yaml, e.g. `1h`, `24h`.")
-    window_start: AwareDatetime = Field(description="Window start (UTC).")
-    window_end: AwareDatetime = Field(description="Window end, exclusive (UTC).")
-    province: str = Field(description="Province code of the cell.")
-    city: str = Field(description="City code of the cell.")
-    district: str = Field(description="District code of the cell; also the Kafka message key.")
-    channel: str = Field(description="Channel of the cell.")
-    business_line: str = Field(description="Business line of the cell ('' when the events did not say).")
-    source_partition: int = Field(ge=0, description="Source partition these partial counters come from.")
-    counters: dict[str, float] = Field(description="Counter name -> value (see docs/indicators.md; zeros omitted).")
-    version: int = Field(ge=0, description="Monotonic per worker: a newer version of the same partial replaces the older.")
+    province: str = Field(description="Province code of the district.")
+    city: str = Field(description="City code of the district.")
+    district: str = Field(description="District code; also the Kafka message key.")
+    version: int = Field(ge=0, description="Monotonic per worker: a newer version of a partial replaces the older.")
+    cells: list[IndicatorCell] = Field(description="The changed cells of this district.")

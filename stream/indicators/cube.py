@@ -1,18 +1,27 @@
 """The indicator cube: counters per (window, window start, cell, source partition).
 
-Pure and synchronous. Facts are added (or retracted) into every window that
-contains their time; a window stays correctable until its end plus the
-allowed lateness falls behind the watermark, after
-which a fact for it is *too late*: not applied, but returned so the caller can
-count and record it. :meth:`Cube.flush` hands back the cells changed since the
-last flush (the batch's output) and drops final cells from memory.
+Pure and synchronous. Three layers keep it cheap:
 
-The watermark is the *oldest* of the source partitions' newest event times
-(per topic and partition): a batch may carry one partition's whole backlog
-before another's, and the slower partition's windows must stay open for it.
+1. **Per batch**, facts are summed per ``(bucket, cell, partition)``, where a
+   bucket is the greatest common divisor of all window sizes and steps (5 min
+   with the default windows): a batch touches each bucket once, not once per
+   event and window.
+2. **Tumbling windows** are kept as cells; buckets are folded into them at
+   :meth:`Cube.flush`.
+3. **Rolling windows** (``size`` long, starting every ``step``) are sums of the
+   tumbling window whose size is their step (24 h = 24 hourly cells), computed
+   at flush for the windows that are *current* (ending within one step of the
+   watermark) or already past and still correctable. Windows further ahead are
+   partial and not published until they become current.
 
-Counters are kept per source partition, so workers never share a cell: every
-roll-up and every merge across workers is an exact sum (docs/indicators.md).
+A window stays correctable until its end plus the allowed lateness falls behind
+the watermark; a fact for a final window is *too late*: not applied, returned so
+the caller counts and records it. The watermark is the *oldest* of the source
+partitions' newest event times (per topic and partition): a batch may carry one
+partition's whole backlog before another's, and the slower partition's windows
+must stay open. Counters are kept per source partition, so workers never share
+a cell: every roll-up and every merge across workers is an exact sum
+(docs/indicators.md).
 
 >>> from datetime import datetime, timedelta, timezone
 >>> from stream.indicators.facts import Cell
@@ -21,9 +30,9 @@ roll-up and every merge across workers is an exact sum (docs/indicators.md).
 >>> cube = Cube([WindowSpec(name="1h", kind="tumbling", size="1h")], lateness=timedelta(minutes=10))
 >>> t = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
 >>> cell = Cell("P", "C", "D", "hotline", "mobile")
->>> cube.advance(t, ("tickets", 0))
 >>> cube.add([(t, cell, vector(complaints=1))], partition=0, source="T-1")
 []
+>>> cube.advance(t, ("tickets", 0))
 >>> [(k.window, k.start.hour, v[0]) for k, v in cube.flush()]
 [('1h', 9, 1.0)]
 >>> cube.advance(t + timedelta(hours=2), ("tickets", 0))   # 09:00-10:00 is final 10 min after 10:00
@@ -33,6 +42,7 @@ roll-up and every merge across workers is an exact sum (docs/indicators.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
@@ -42,6 +52,10 @@ from .counters import zeros
 from .facts import Cell, Fact
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _epoch(t: datetime) -> int:
+    return int((t - _EPOCH).total_seconds() // 1)
 
 
 class CellKey(NamedTuple):
@@ -61,31 +75,49 @@ class TooLate(NamedTuple):
     district: str
 
 
-class _Window:
-    """Window arithmetic on epoch seconds (tumbling windows are rolling ones with step == size)."""
+class _Tumbling:
+    def __init__(self, spec: WindowSpec, retention: int):
+        self.name = spec.name
+        self.size = int(spec.size.total_seconds())
+        self.retention = retention  # seconds after its end a cell stays in memory (rolling sums read it)
 
-    def __init__(self, spec: WindowSpec):
+
+class _Rolling:
+    def __init__(self, spec: WindowSpec, layer: _Tumbling):
         self.name = spec.name
         self.size = int(spec.size.total_seconds())
         self.step = int(spec.hop.total_seconds())
-        self.span = timedelta(seconds=self.size)
-
-    def starts(self, t: datetime) -> range:
-        """Epoch seconds of every window start whose window contains ``t``."""
-        x = int((t - _EPOCH).total_seconds() // 1)
-        last = x - x % self.step
-        return range(last - self.size + self.step, last + 1, self.step)
+        self.layer = layer  # the tumbling window of size == step
 
 
 class Cube:
     def __init__(self, windows: Sequence[WindowSpec], lateness: timedelta):
-        self.windows = [_Window(w) for w in windows]
         self.lateness = lateness
-        self.cells: dict[CellKey, list[float]] = {}
-        self.dirty: set[CellKey] = set()
+        self._late_s = int(lateness.total_seconds())
+        by_size = {int(w.size.total_seconds()): w for w in windows if w.kind == "tumbling"}
+        self.tumbling: dict[str, _Tumbling] = {}
+        for w in windows:
+            if w.kind == "tumbling":
+                keep = max(
+                    [int(r.size.total_seconds()) for r in windows
+                     if r.kind == "rolling" and int(r.hop.total_seconds()) == int(w.size.total_seconds())] or [0]
+                )  # fmt: skip
+                self.tumbling[w.name] = _Tumbling(w, keep)
+        self.rolling: list[_Rolling] = []
+        for w in windows:
+            if w.kind == "rolling":
+                layer = by_size.get(int(w.hop.total_seconds()))
+                if layer is None:
+                    raise ValueError(f"rolling window {w.name}: no tumbling window of its step ({w.hop}) to sum")
+                self.rolling.append(_Rolling(w, self.tumbling[layer.name]))
+        self.bucket = math.gcd(*[int(w.size.total_seconds()) for w in windows], *[r.step for r in self.rolling])
+        self.cells: dict[CellKey, list[float]] = {}  # tumbling cells
+        self.dirty: set[CellKey] = set()  # tumbling cells changed since the last flush
+        self.pending: dict[tuple[int, Cell, int], list[float]] = {}  # (bucket epoch, cell, partition) -> counters
         self.marks: dict[tuple[str, int], datetime] = {}  # (topic, partition) -> newest event time seen
         self.watermark: datetime | None = None
-        self._start_cache: dict[int, datetime] = {}
+        self._current_end: dict[str, int] = {}  # rolling window -> end of the newest window published as current
+        self._times: dict[int, datetime] = {}
 
     # -- time ----------------------------------------------------------------------------
     def advance(self, event_time: datetime, source: tuple[str, int]) -> None:
@@ -101,55 +133,140 @@ class Cube:
             del self.marks[source]
         self.watermark = min(self.marks.values()) if self.marks else None
 
-    def is_final(self, end: datetime) -> bool:
-        return self.watermark is not None and end + self.lateness <= self.watermark
+    def _final_before(self) -> int | None:
+        """Windows ending at or before this epoch second are final."""
+        return None if self.watermark is None else _epoch(self.watermark) - self._late_s
 
-    def _start(self, epoch: int) -> datetime:
-        start = self._start_cache.get(epoch)
-        if start is None:
-            if len(self._start_cache) > 100_000:
-                self._start_cache.clear()
-            start = self._start_cache[epoch] = _EPOCH + timedelta(seconds=epoch)
-        return start
+    def _time(self, epoch: int) -> datetime:
+        t = self._times.get(epoch)
+        if t is None:
+            if len(self._times) > 200_000:
+                self._times.clear()
+            t = self._times[epoch] = _EPOCH + timedelta(seconds=epoch)
+        return t
 
-    # -- counters ------------------------------------------------------------------------
-    def keys_for(self, t: datetime, cell: Cell, partition: int) -> Iterable[CellKey]:
-        for w in self.windows:
-            for epoch in w.starts(t):
-                start = self._start(epoch)
-                yield CellKey(w.name, start, start + w.span, cell, partition)
-
+    # -- adding facts --------------------------------------------------------------------
     def add(
         self, facts: Iterable[Fact], partition: int, source: str, sign: float = 1.0, kind: str = "ticket"
     ) -> list[TooLate]:
-        """Add (sign 1) or retract (sign -1) facts; returns those that came too late for a final window."""
+        """Add (sign 1) or retract (sign -1) facts; returns those too late for a window that is final."""
         late: list[TooLate] = []
-        cells, dirty = self.cells, self.dirty
+        final_before = self._final_before()
+        pending, bucket = self.pending, self.bucket
         for t, cell, counters in facts:
-            for key in self.keys_for(t, cell, partition):
-                if self.is_final(key.end):
-                    if sign > 0:
-                        late.append(TooLate(kind, source, t, key.window, key.start, cell.district))
-                    continue
-                into = cells.get(key)
-                if into is None:
-                    into = cells[key] = zeros()
-                for i, v in enumerate(counters):
-                    if v:
-                        into[i] += sign * v
-                dirty.add(key)
+            x = _epoch(t)
+            b = x - x % bucket
+            if final_before is not None and b + bucket <= final_before:
+                late += self._add_to_final_range(t, b, cell, partition, counters, sign, source, kind, final_before)
+                continue
+            into = pending.get((b, cell, partition))
+            if into is None:
+                into = pending[(b, cell, partition)] = zeros()
+            for i, v in enumerate(counters):
+                if v:
+                    into[i] += sign * v
         return late
 
+    def _add_to_final_range(self, t, b, cell, partition, counters, sign, source, kind, final_before) -> list[TooLate]:
+        """Slow path: some windows containing ``t`` are final; apply to the others, report the rest."""
+        late = []
+        for w in self.tumbling.values():
+            start = b - b % w.size
+            if start + w.size <= final_before:
+                if sign > 0:
+                    late.append(TooLate(kind, source, t, w.name, self._time(start), cell.district))
+                continue
+            self._bump(CellKey(w.name, self._time(start), self._time(start + w.size), cell, partition), counters, sign)
+        for r in self.rolling:
+            # Rolling windows are sums of their layer: report the final ones that contain t.
+            last = b - b % r.step
+            for start in range(last - r.size + r.step, last + 1, r.step):
+                if start + r.size <= final_before and sign > 0:
+                    late.append(TooLate(kind, source, t, r.name, self._time(start), cell.district))
+        return late
+
+    def _bump(self, key: CellKey, counters: list[float], sign: float = 1.0) -> None:
+        into = self.cells.get(key)
+        if into is None:
+            into = self.cells[key] = zeros()
+        for i, v in enumerate(counters):
+            if v:
+                into[i] += sign * v
+        self.dirty.add(key)
+
     def load(self, key: CellKey, counters: list[float]) -> None:
-        """A cell's stored partial, brought back from ClickHouse before it is changed again."""
+        """A tumbling cell's stored partial, brought back from ClickHouse before it changes again."""
         self.cells[key] = list(counters)
 
+    # -- output --------------------------------------------------------------------------
     def flush(self) -> list[tuple[CellKey, list[float]]]:
-        """Cells changed since the last flush (to store and publish); final cells then leave memory."""
-        out = [(k, self.cells[k]) for k in sorted(self.dirty, key=lambda k: (k.window, k.start, k.cell, k.partition))]
+        """Cells changed since the last flush, tumbling and rolling; cells no longer needed leave memory."""
+        for (b, cell, partition), counters in self.pending.items():
+            for w in self.tumbling.values():
+                start = b - b % w.size
+                self._bump(CellKey(w.name, self._time(start), self._time(start + w.size), cell, partition), counters)
+        self.pending.clear()
+        out = [(k, list(self.cells[k])) for k in self.dirty]
+        out += self._rolling_changes()
         self.dirty.clear()
-        if self.watermark is not None:
-            final = [k for k in self.cells if self.is_final(k.end)]
-            for k in final:
-                del self.cells[k]
+        self._evict()
+        out.sort(key=lambda kv: (kv[0].window, kv[0].start, kv[0].cell, kv[0].partition))
         return out
+
+    def _rolling_changes(self) -> list[tuple[CellKey, list[float]]]:
+        if not self.rolling or self.watermark is None:
+            return []
+        wm = _epoch(self.watermark)
+        final_before = wm - self._late_s
+        out = []
+        for r in self.rolling:
+            layer = r.layer.name
+            current_end = wm - wm % r.step + r.step  # the window ending at the next step boundary is current
+            todo: set[tuple[int, Cell, int]] = set()
+            # Windows containing a changed layer cell that are current or past but not final:
+            # final_before < start + size <= current_end, and start <= s < start + size.
+            lo_bound = final_before - r.size + 1
+            hi_bound = current_end - r.size
+            for k in self.dirty:
+                if k.window != layer:
+                    continue
+                s = _epoch(k.start)
+                lo = max(s - r.size + r.step, lo_bound)
+                lo += (-lo) % r.step  # round up to a window start
+                for start in range(lo, min(s, hi_bound) + 1, r.step):
+                    todo.add((start, k.cell, k.partition))
+            prev = self._current_end.get(r.name)
+            if prev != current_end:
+                # Windows that became current or past since the last flush (a replay batch can
+                # move the watermark by hours): publish each for every cell with data in it.
+                after = final_before if prev is None or prev > current_end else max(prev, final_before)
+                for k in self.cells:
+                    if k.window != layer:
+                        continue
+                    s = _epoch(k.start)
+                    lo = max(s + r.step, after + 1)  # window ends in (after, current_end] that contain s
+                    lo += (-lo) % r.step
+                    for end in range(lo, min(s + r.size, current_end) + 1, r.step):
+                        todo.add((end - r.size, k.cell, k.partition))
+                self._current_end[r.name] = current_end
+            for start, cell, partition in todo:
+                total = zeros()
+                for s in range(start, start + r.size, r.step):
+                    part = self.cells.get(CellKey(layer, self._time(s), self._time(s + r.step), cell, partition))
+                    if part is not None:
+                        for i, v in enumerate(part):
+                            if v:
+                                total[i] += v
+                out.append((CellKey(r.name, self._time(start), self._time(start + r.size), cell, partition), total))
+        return out
+
+    def _evict(self) -> None:
+        final_before = self._final_before()
+        if final_before is None:
+            return
+        gone = [
+            k for k in self.cells
+            if _epoch(k.end) + self.tumbling[k.window].retention <= final_before
+        ]  # fmt: skip
+        for k in gone:
+            del self.cells[k]

@@ -20,6 +20,7 @@ assigned are reloaded from ClickHouse up to the restored watermark.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 
-from ..contract import IndicatorUpdate, SatisfactionEvent
+from ..contract import SatisfactionEvent
 from ..ingest.records import IngestBatch
 from ..sink.clickhouse import Writer
 from ..state.lifecycle import TicketState
@@ -147,12 +148,16 @@ class IndicatorStage:
         newest = self.cube.watermark
         if newest is None:
             return 0
-        lateness_s = int(self.settings.lateness.total_seconds())
+        # Tumbling cells still correctable, or still read by a rolling window's sum.
+        keep = " OR ".join(
+            f"(window = '{w.name}' AND window_end + INTERVAL {w.retention + self.cube._late_s} SECOND > %(w)s)"
+            for w in self.cube.tumbling.values()
+        )
         cols = ", ".join(COUNTERS)
         result = client.query(
             f"SELECT window, window_start, window_end, province, city, district, channel, business_line, "
             f"source_partition, {cols} FROM {db}.indicator_cells FINAL "
-            f"WHERE source_partition IN %(p)s AND window_end + INTERVAL {lateness_s} SECOND > %(w)s",
+            f"WHERE source_partition IN %(p)s AND ({keep})",
             parameters={"p": parts, "w": newest},
         )
         for row in result.result_rows:
@@ -173,23 +178,22 @@ class IndicatorStage:
 
 
 def cells_table(cells: list[tuple[CellKey, list[float]]], version: int, updated_at_ms: int) -> pa.Table:
-    cols: dict[str, list] = {
-        "window": [k.window for k, _ in cells],
-        "window_start": [k.start for k, _ in cells],
-        "window_end": [k.end for k, _ in cells],
-        "province": [k.cell.province for k, _ in cells],
-        "city": [k.cell.city for k, _ in cells],
-        "district": [k.cell.district for k, _ in cells],
-        "channel": [k.cell.channel for k, _ in cells],
-        "business_line": [k.cell.business_line for k, _ in cells],
-        "source_partition": [k.partition for k, _ in cells],
+    keys = [k for k, _ in cells]
+    columns = list(zip(*(c for _, c in cells))) if cells else [()] * len(COUNTERS)
+    data = {
+        "window": pa.array([k.window for k in keys], pa.string()),
+        "window_start": pa.array([k.start for k in keys], _S),
+        "window_end": pa.array([k.end for k in keys], _S),
+        "province": pa.array([k.cell.province for k in keys], pa.string()),
+        "city": pa.array([k.cell.city for k in keys], pa.string()),
+        "district": pa.array([k.cell.district for k in keys], pa.string()),
+        "channel": pa.array([k.cell.channel for k in keys], pa.string()),
+        "business_line": pa.array([k.cell.business_line for k in keys], pa.string()),
+        "source_partition": pa.array([k.partition for k in keys], pa.uint16()),
+        **{name: pa.array(columns[i], pa.float64()) for i, name in enumerate(COUNTERS)},
+        "version": pa.array([version] * len(keys), pa.uint64()),
+        "updated_at": pa.array([updated_at_ms] * len(keys), _TS),
     }
-    types = {"window_start": _S, "window_end": _S, "source_partition": pa.uint16()}
-    data = {name: pa.array(v, type=types.get(name, pa.string())) for name, v in cols.items()}
-    for i, name in enumerate(COUNTERS):
-        data[name] = pa.array([c[i] for _, c in cells], type=pa.float64())
-    data["version"] = pa.array([version] * len(cells), type=pa.uint64())
-    data["updated_at"] = pa.array([updated_at_ms] * len(cells), type=_TS)
     return pa.table(data)
 
 
@@ -209,13 +213,23 @@ def too_late_table(late: list[TooLate], watermark: datetime | None, recorded_at_
 
 
 def update_messages(cells: list[tuple[CellKey, list[float]]], version: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) Kafka messages for the changed cells (``IndicatorUpdate`` JSON, zero counters omitted)."""
-    out = []
+    """(key, value) Kafka messages: one ``IndicatorUpdate`` per district with its changed cells.
+
+    Built as plain JSON (the contract's shape; a test validates it against the
+    model) because a replay batch changes tens of thousands of cells.
+    """
+    by_district: dict[str, list] = {}
+    region: dict[str, tuple[str, str]] = {}
     for k, c in cells:
-        msg = IndicatorUpdate(
-            schema_version=1, window=k.window, window_start=k.start, window_end=k.end, province=k.cell.province,
-            city=k.cell.city, district=k.cell.district, channel=k.cell.channel, business_line=k.cell.business_line,
-            source_partition=k.partition, counters={n: v for n, v in zip(COUNTERS, c) if v}, version=version,
-        )  # fmt: skip
-        out.append((k.cell.district.encode(), msg.model_dump_json().encode()))
-    return out
+        d = k.cell.district
+        region.setdefault(d, (k.cell.province, k.cell.city))
+        by_district.setdefault(d, []).append({
+            "window": k.window, "window_start": k.start.isoformat(), "window_end": k.end.isoformat(),
+            "channel": k.cell.channel, "business_line": k.cell.business_line, "source_partition": k.partition,
+            "counters": {n: v for n, v in zip(COUNTERS, c) if v},
+        })  # fmt: skip
+    return [
+        (d.encode(), json.dumps({"schema_version": 1, "province": region[d][0], "city": region[d][1], "district": d,
+                                 "version": version, "cells": rows}, separators=(",", ":")).encode())  # fmt: skip
+        for d, rows in by_district.items()
+    ]

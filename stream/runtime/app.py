@@ -22,6 +22,7 @@ from ..ingest.agent import IngestAgent
 from ..quality import metrics as quality_metrics
 from ..quality.report import quality_report, report_json, store_report
 from ..query.trace import TicketNotFound, trace
+from ..reference.subscribers import SubscriberBaseService
 from ..settings import Settings
 from ..sink.clickhouse import Writer, connect, migrate
 from ..topology import Topology
@@ -66,6 +67,15 @@ def build_app(settings: Settings, topology: Topology, bootstrap: str, writer: Wr
         loghandlers=[],
     )
     agent = app.add_dependency(IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer))
+    # Reference data: subscriber bases from their compacted topic into ClickHouse
+    # (complaint rates per 10k join them by window start). Its own client: it writes from its own thread.
+    reference = app.add_dependency(
+        SubscriberBaseService(
+            bootstrap=bootstrap,
+            topic=topology.topics["subscriber_base"].name,
+            writer=Writer(connect(settings.clickhouse_dsn), topology.sink.database),
+        )
+    )
 
     @app.page("/metrics")
     async def _metrics(web, request):
@@ -125,8 +135,9 @@ def build_app(settings: Settings, topology: Topology, bootstrap: str, writer: Wr
 
     @app.page("/readyz")
     async def _readyz(web, request):
-        """Ready: ClickHouse schema applied and the ingest consumer has its partitions."""
-        ready = agent.ready.is_set()
+        """Ready: ClickHouse schema applied, the ingest consumer has its partitions (their open
+        tickets and indicator cells restored) and the subscriber bases are loaded."""
+        ready = agent.ready.is_set() and reference.loaded.is_set()
         return web.json({"ready": ready, **agent.progress.totals}, status=200 if ready else 503)
 
     return app, agent
