@@ -98,7 +98,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
                     "window_end": "2026-11-20T02:00:00Z",
                     "channel": "hotline",
                     "business_line": "broadband",
-                    "source_partition": 3,
+                    "writer": 8461923077412,
                     "counters": {"complaints": 4, "sat_n": 11, "sat_sum": 83, "sat_sumsq": 651, "satisfied_n": 7},
                 }
             ],

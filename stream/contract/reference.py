@@ -4,8 +4,8 @@
 compacted topic ``cx.subscriber-base.v1`` (key: district); complaint rates per
 10k subscribers use the base in force at the window start.
 ``IndicatorUpdate`` is what the indicator stage publishes on
-``cx.indicator-updates.v1``: the partial counters of one window and cell from
-one source partition (sum them over partitions for the cell's value).
+``cx.indicator-updates.v1``: one writer's partial counters of the cells a batch
+changed (sum them over writers for a cell's value).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class SubscriberBase(BaseModel):
 
 
 class IndicatorCell(BaseModel):
-    """Partial counters of one window and cell, from one source partition."""
+    """One writer's partial counters of one window and cell."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -39,15 +39,15 @@ class IndicatorCell(BaseModel):
     window_end: AwareDatetime = Field(description="Window end, exclusive (UTC).")
     channel: str = Field(description="Channel of the cell.")
     business_line: str = Field(description="Business line of the cell ('' when the events did not say).")
-    source_partition: int = Field(ge=0, description="Source partition these partial counters come from.")
+    writer: int = Field(ge=0, description="Id of the worker process that wrote this partial (new at every start).")
     counters: dict[str, float] = Field(description="Counter name -> value (see docs/indicators.md; zeros omitted).")
 
 
 class IndicatorUpdate(BaseModel):
-    """The cells of one district that one batch changed (partial counters per source partition).
+    """The cells of one district that one batch changed (one writer's partial counters).
 
-    A cell's value is the sum of its partials over ``source_partition`` (the
-    newest ``version`` of each); roll-ups sum cells. Indicators are ratios of the
+    A cell's value is the sum of its partials over writers (the newest
+    ``version`` of each); roll-ups sum cells. Indicators are ratios of the
     counters, defined in docs/indicators.md. One message per district and batch
     keeps the topic's rate independent of how many windows a batch touches.
     """

@@ -1,8 +1,8 @@
-"""The indicator cube: counters per (window, window start, cell, source partition).
+"""The indicator cube: one worker's counters per (window, window start, cell).
 
 Pure and synchronous. Three layers keep it cheap:
 
-1. **Per batch**, facts are summed per ``(bucket, cell, partition)``, where a
+1. **Per batch**, facts are summed per ``(bucket, cell)``, where a
    bucket is the greatest common divisor of all window sizes and steps (5 min
    with the default windows): a batch touches each bucket once, not once per
    event and window.
@@ -19,9 +19,8 @@ the watermark; a fact for a final window is *too late*: not applied, returned so
 the caller counts and records it. The watermark is the *oldest* of the source
 partitions' newest event times (per topic and partition): a batch may carry one
 partition's whole backlog before another's, and the slower partition's windows
-must stay open. Counters are kept per source partition, so workers never share
-a cell: every roll-up and every merge across workers is an exact sum
-(docs/indicators.md).
+must stay open. The counters are this worker's partial: cells of several
+workers (and of earlier runs) add up to the exact value (docs/indicators.md).
 
 >>> from datetime import datetime, timedelta, timezone
 >>> from stream.indicators.facts import Cell
@@ -30,13 +29,13 @@ a cell: every roll-up and every merge across workers is an exact sum
 >>> cube = Cube([WindowSpec(name="1h", kind="tumbling", size="1h")], lateness=timedelta(minutes=10))
 >>> t = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
 >>> cell = Cell("P", "C", "D", "hotline", "mobile")
->>> cube.add([(t, cell, vector(complaints=1))], partition=0, source="T-1")
+>>> cube.add([(t, cell, vector(complaints=1))], source="T-1")
 []
 >>> cube.advance(t, ("tickets", 0))
 >>> [(k.window, k.start.hour, v[0]) for k, v in cube.flush()]
 [('1h', 9, 1.0)]
 >>> cube.advance(t + timedelta(hours=2), ("tickets", 0))   # 09:00-10:00 is final 10 min after 10:00
->>> [late.window for late in cube.add([(t, cell, vector(complaints=1))], partition=0, source="T-2")]
+>>> [late.window for late in cube.add([(t, cell, vector(complaints=1))], source="T-2")]
 ['1h']
 """
 
@@ -63,7 +62,6 @@ class CellKey(NamedTuple):
     start: datetime
     end: datetime
     cell: Cell
-    partition: int
 
 
 class TooLate(NamedTuple):
@@ -113,7 +111,7 @@ class Cube:
         self.bucket = math.gcd(*[int(w.size.total_seconds()) for w in windows], *[r.step for r in self.rolling])
         self.cells: dict[CellKey, list[float]] = {}  # tumbling cells
         self.dirty: set[CellKey] = set()  # tumbling cells changed since the last flush
-        self.pending: dict[tuple[int, Cell, int], list[float]] = {}  # (bucket epoch, cell, partition) -> counters
+        self.pending: dict[tuple[int, Cell], list[float]] = {}  # (bucket epoch, cell) -> counters
         self.marks: dict[tuple[str, int], datetime] = {}  # (topic, partition) -> newest event time seen
         self.watermark: datetime | None = None
         self._current_end: dict[str, int] = {}  # rolling window -> end of the newest window published as current
@@ -146,9 +144,7 @@ class Cube:
         return t
 
     # -- adding facts --------------------------------------------------------------------
-    def add(
-        self, facts: Iterable[Fact], partition: int, source: str, sign: float = 1.0, kind: str = "ticket"
-    ) -> list[TooLate]:
+    def add(self, facts: Iterable[Fact], source: str, sign: float = 1.0, kind: str = "ticket") -> list[TooLate]:
         """Add (sign 1) or retract (sign -1) facts; returns those too late for a window that is final."""
         late: list[TooLate] = []
         final_before = self._final_before()
@@ -157,17 +153,17 @@ class Cube:
             x = _epoch(t)
             b = x - x % bucket
             if final_before is not None and b + bucket <= final_before:
-                late += self._add_to_final_range(t, b, cell, partition, counters, sign, source, kind, final_before)
+                late += self._add_to_final_range(t, b, cell, counters, sign, source, kind, final_before)
                 continue
-            into = pending.get((b, cell, partition))
+            into = pending.get((b, cell))
             if into is None:
-                into = pending[(b, cell, partition)] = zeros()
+                into = pending[(b, cell)] = zeros()
             for i, v in enumerate(counters):
                 if v:
                     into[i] += sign * v
         return late
 
-    def _add_to_final_range(self, t, b, cell, partition, counters, sign, source, kind, final_before) -> list[TooLate]:
+    def _add_to_final_range(self, t, b, cell, counters, sign, source, kind, final_before) -> list[TooLate]:
         """Slow path: some windows containing ``t`` are final; apply to the others, report the rest."""
         late = []
         for w in self.tumbling.values():
@@ -176,7 +172,7 @@ class Cube:
                 if sign > 0:
                     late.append(TooLate(kind, source, t, w.name, self._time(start), cell.district))
                 continue
-            self._bump(CellKey(w.name, self._time(start), self._time(start + w.size), cell, partition), counters, sign)
+            self._bump(CellKey(w.name, self._time(start), self._time(start + w.size), cell), counters, sign)
         for r in self.rolling:
             # Rolling windows are sums of their layer: report the final ones that contain t.
             last = b - b % r.step
@@ -201,16 +197,16 @@ class Cube:
     # -- output --------------------------------------------------------------------------
     def flush(self) -> list[tuple[CellKey, list[float]]]:
         """Cells changed since the last flush, tumbling and rolling; cells no longer needed leave memory."""
-        for (b, cell, partition), counters in self.pending.items():
+        for (b, cell), counters in self.pending.items():
             for w in self.tumbling.values():
                 start = b - b % w.size
-                self._bump(CellKey(w.name, self._time(start), self._time(start + w.size), cell, partition), counters)
+                self._bump(CellKey(w.name, self._time(start), self._time(start + w.size), cell), counters)
         self.pending.clear()
         out = [(k, list(self.cells[k])) for k in self.dirty]
         out += self._rolling_changes()
         self.dirty.clear()
         self._evict()
-        out.sort(key=lambda kv: (kv[0].window, kv[0].start, kv[0].cell, kv[0].partition))
+        out.sort(key=lambda kv: (kv[0].window, kv[0].start, kv[0].cell))
         return out
 
     def _rolling_changes(self) -> list[tuple[CellKey, list[float]]]:
@@ -222,7 +218,7 @@ class Cube:
         for r in self.rolling:
             layer = r.layer.name
             current_end = wm - wm % r.step + r.step  # the window ending at the next step boundary is current
-            todo: set[tuple[int, Cell, int]] = set()
+            todo: set[tuple[int, Cell]] = set()
             # Windows containing a changed layer cell that are current or past but not final:
             # final_before < start + size <= current_end, and start <= s < start + size.
             lo_bound = final_before - r.size + 1
@@ -234,7 +230,7 @@ class Cube:
                 lo = max(s - r.size + r.step, lo_bound)
                 lo += (-lo) % r.step  # round up to a window start
                 for start in range(lo, min(s, hi_bound) + 1, r.step):
-                    todo.add((start, k.cell, k.partition))
+                    todo.add((start, k.cell))
             prev = self._current_end.get(r.name)
             if prev != current_end:
                 # Windows that became current or past since the last flush (a replay batch can
@@ -247,17 +243,17 @@ class Cube:
                     lo = max(s + r.step, after + 1)  # window ends in (after, current_end] that contain s
                     lo += (-lo) % r.step
                     for end in range(lo, min(s + r.size, current_end) + 1, r.step):
-                        todo.add((end - r.size, k.cell, k.partition))
+                        todo.add((end - r.size, k.cell))
                 self._current_end[r.name] = current_end
-            for start, cell, partition in todo:
+            for start, cell in todo:
                 total = zeros()
                 for s in range(start, start + r.size, r.step):
-                    part = self.cells.get(CellKey(layer, self._time(s), self._time(s + r.step), cell, partition))
+                    part = self.cells.get(CellKey(layer, self._time(s), self._time(s + r.step), cell))
                     if part is not None:
                         for i, v in enumerate(part):
                             if v:
                                 total[i] += v
-                out.append((CellKey(r.name, self._time(start), self._time(start + r.size), cell, partition), total))
+                out.append((CellKey(r.name, self._time(start), self._time(start + r.size), cell), total))
         return out
 
     def _evict(self) -> None:

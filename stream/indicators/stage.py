@@ -11,17 +11,21 @@ commit. Per batch:
 3. the changed cells are returned for ClickHouse (``indicator_cells``) and the
    ``cx.indicator-updates.v1`` topic.
 
-What a ticket has contributed is known for every ticket in memory. For a ticket
-that comes back from ClickHouse (after a restart, a rebalance or eviction) it is
-rebuilt from its stored ``ticket_state`` row, which was written in the same
-batch as the cells it contributed to. Cells of the partitions a worker is
-assigned are reloaded from ClickHouse up to the restored watermark.
+The cells are this worker's partial (column ``writer``, a new id at every
+start): partials add up, so a restart or a rebalance hands nothing over — the
+new writer starts from zero and every sum stays exact. What a ticket has
+contributed is known for every ticket in memory; for a ticket that comes back
+from ClickHouse (after a restart, a rebalance or eviction) it is rebuilt from
+its stored ``ticket_state`` row, written in the same batch as the cells it
+contributed to, so a retraction by the new writer cancels the old writer's
+contribution in the sum.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -35,7 +39,7 @@ from ..state.lifecycle import TicketState
 from ..topology import IndicatorSettings
 from .counters import COUNTERS
 from .cube import CellKey, Cube, TooLate
-from .facts import Cell, Fact, satisfaction_facts, ticket_facts
+from .facts import Fact, satisfaction_facts, ticket_facts
 
 log = logging.getLogger("cxstream.indicators")
 
@@ -53,6 +57,7 @@ class IndicatorStage:
         self.source_topics = source_topics  # raw table -> Kafka topic (watermarks are per topic partition)
         self.writer = writer
         self.cube = Cube(settings.windows, settings.lateness)
+        self.writer_id = random.SystemRandom().getrandbits(63)  # this run's partials
         self.contrib: dict[str, tuple[int, tuple[Fact, ...]]] = {}  # ticket -> (partition, applied facts)
 
     # -- per batch ---------------------------------------------------------------------
@@ -65,7 +70,7 @@ class IndicatorStage:
             m = self.settings.satisfied_min_score
             for a in sats.accepted:
                 e: SatisfactionEvent = a.event
-                late += self.cube.add(satisfaction_facts(e, m), a.record.partition, e.event_id, kind="satisfaction")
+                late += self.cube.add(satisfaction_facts(e, m), e.event_id, kind="satisfaction")
         late += self.apply_states(states, partition_of)
         # The watermark moves after the batch: a batch is judged against what came
         # before it, however much of a partition's backlog it carries.
@@ -82,17 +87,14 @@ class IndicatorStage:
         for s in states:
             new = ticket_facts(s)
             partition = partition_of.get(s.ticket_id, 0)
-            old_partition, old = self.contrib.get(s.ticket_id, (partition, ()))
-            if old_partition == partition:
-                # Only the facts that changed move: an unchanged fact in a final window is not "late".
-                gone = [f for f in old if f not in new]
-                added = [f for f in new if f not in old]
-            else:
-                gone, added = list(old), list(new)
+            _, old = self.contrib.get(s.ticket_id, (partition, ()))
+            # Only the facts that changed move: an unchanged fact in a final window is not "late".
+            gone = [f for f in old if f not in new]
+            added = [f for f in new if f not in old]
             if gone:
-                self.cube.add(gone, old_partition, s.ticket_id, sign=-1.0)
+                self.cube.add(gone, s.ticket_id, sign=-1.0)
             if added:
-                late += self.cube.add(added, partition, s.ticket_id)
+                late += self.cube.add(added, s.ticket_id)
             self.contrib[s.ticket_id] = (partition, new)
         return late
 
@@ -129,55 +131,33 @@ class IndicatorStage:
             self.contrib[d["ticket_id"]] = (partition_of.get(d["ticket_id"], 0), ticket_facts(state))  # type: ignore[arg-type]
         return len(result.result_rows)
 
-    def restore_partitions(self, partitions: Iterable[int]) -> int:
-        """Reload the open cells of these source partitions, and the watermark they had reached."""
+    def restore_watermark(self, partitions: Iterable[int]) -> None:
+        """After an assignment: the newest event time each source partition had reached (too-late judgement)."""
         parts = sorted(set(partitions))
         if not parts:
-            return 0
+            return
         db = self.writer.database
-        client = self.writer.client
         for table in ("ticket_events", "satisfaction_events"):
-            topic = self.source_topics[table]
-            rows = client.query(
+            rows = self.writer.client.query(
                 f"SELECT kafka_partition, max(event_time) FROM {db}.{table} WHERE kafka_partition IN %(p)s "
                 f"GROUP BY kafka_partition",
                 parameters={"p": parts},
             ).result_rows
             for partition, newest in rows:
-                self.cube.advance(_utc(newest), (topic, partition))
-        newest = self.cube.watermark
-        if newest is None:
-            return 0
-        # Tumbling cells still correctable, or still read by a rolling window's sum.
-        keep = " OR ".join(
-            f"(window = '{w.name}' AND window_end + INTERVAL {w.retention + self.cube._late_s} SECOND > %(w)s)"
-            for w in self.cube.tumbling.values()
-        )
-        cols = ", ".join(COUNTERS)
-        result = client.query(
-            f"SELECT window, window_start, window_end, province, city, district, channel, business_line, "
-            f"source_partition, {cols} FROM {db}.indicator_cells FINAL "
-            f"WHERE source_partition IN %(p)s AND ({keep})",
-            parameters={"p": parts, "w": newest},
-        )
-        for row in result.result_rows:
-            window, start, end, province, city, district, channel, line, partition = row[:9]
-            key = CellKey(window, _utc(start), _utc(end), Cell(province, city, district, channel, line), partition)
-            self.cube.load(key, [float(v) for v in row[9:]])
-        log.info("restored %d indicator cells of partitions %s (watermark %s)", len(result.result_rows), parts, newest)
-        return len(result.result_rows)
+                self.cube.advance(_utc(newest), (self.source_topics[table], partition))
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
+        """Partitions moved to another worker: stop judging lateness by them and forget their tickets.
+
+        This worker's cells stay: they are its partial, still part of every sum.
+        """
         lost = set(partitions)
         self.cube.forget_partitions(lost)
-        for k in [k for k in self.cube.cells if k.partition in lost]:
-            del self.cube.cells[k]
-        self.cube.dirty = {k for k in self.cube.dirty if k.partition not in lost}
         for t in [t for t, (p, _) in self.contrib.items() if p in lost]:
             del self.contrib[t]
 
 
-def cells_table(cells: list[tuple[CellKey, list[float]]], version: int, updated_at_ms: int) -> pa.Table:
+def cells_table(cells: list[tuple[CellKey, list[float]]], writer: int, version: int, updated_at_ms: int) -> pa.Table:
     keys = [k for k, _ in cells]
     columns = list(zip(*(c for _, c in cells))) if cells else [()] * len(COUNTERS)
     data = {
@@ -189,7 +169,7 @@ def cells_table(cells: list[tuple[CellKey, list[float]]], version: int, updated_
         "district": pa.array([k.cell.district for k in keys], pa.string()),
         "channel": pa.array([k.cell.channel for k in keys], pa.string()),
         "business_line": pa.array([k.cell.business_line for k in keys], pa.string()),
-        "source_partition": pa.array([k.partition for k in keys], pa.uint16()),
+        "writer": pa.array([writer] * len(keys), pa.uint64()),
         **{name: pa.array(columns[i], pa.float64()) for i, name in enumerate(COUNTERS)},
         "version": pa.array([version] * len(keys), pa.uint64()),
         "updated_at": pa.array([updated_at_ms] * len(keys), _TS),
@@ -212,7 +192,7 @@ def too_late_table(late: list[TooLate], watermark: datetime | None, recorded_at_
     )
 
 
-def update_messages(cells: list[tuple[CellKey, list[float]]], version: int) -> list[tuple[bytes, bytes]]:
+def update_messages(cells: list[tuple[CellKey, list[float]]], writer: int, version: int) -> list[tuple[bytes, bytes]]:
     """(key, value) Kafka messages: one ``IndicatorUpdate`` per district with its changed cells.
 
     Built as plain JSON (the contract's shape; a test validates it against the
@@ -225,7 +205,7 @@ def update_messages(cells: list[tuple[CellKey, list[float]]], version: int) -> l
         region.setdefault(d, (k.cell.province, k.cell.city))
         by_district.setdefault(d, []).append({
             "window": k.window, "window_start": k.start.isoformat(), "window_end": k.end.isoformat(),
-            "channel": k.cell.channel, "business_line": k.cell.business_line, "source_partition": k.partition,
+            "channel": k.cell.channel, "business_line": k.cell.business_line, "writer": writer,
             "counters": {n: v for n, v in zip(COUNTERS, c) if v},
         })  # fmt: skip
     return [

@@ -277,7 +277,7 @@ class IngestAgent(Service):
     def _outputs(self, states: list, late: list) -> _Derived:
         cells = self.indicators.flush()
         version = self._next_version()
-        return _Derived(states, cells, late, version, update_messages(cells, version))
+        return _Derived(states, cells, late, version, update_messages(cells, self.indicators.writer_id, version))
 
     def _store(self, batches: dict[str, IngestBatch], derived: _Derived, now: datetime) -> None:
         with self._storing:
@@ -305,7 +305,7 @@ class IngestAgent(Service):
             self._insert("ticket_state", ticket_state_table(d.states, d.version))
             self._insert("ticket_steps", ticket_steps_table(d.states, d.version))
         if d.cells:
-            self._insert("indicator_cells", cells_table(d.cells, d.version, d.version))
+            self._insert("indicator_cells", cells_table(d.cells, self.indicators.writer_id, d.version, d.version))
         if d.late:
             self._insert("indicator_too_late", too_late_table(d.late, self.indicators.cube.watermark, d.version))
             metrics.INDICATOR_TOO_LATE.inc(len(d.late))
@@ -376,9 +376,9 @@ class IngestAgent(Service):
         metrics.SEEN_IDS.set(sum(len(s) for s in self.splitter.seen.values()))
 
     def restore(self, ticket_partitions: list[int], partitions: list[int]) -> None:
-        """After an assignment: indicator cells and watermark, then open tickets and what they contributed."""
+        """After an assignment: the partitions' watermark, their open tickets and what those contributed."""
         with self._storing:
-            self.indicators.restore_partitions(partitions)
+            self.indicators.restore_watermark(partitions)
             before = set(self.tickets.store.records)
             self.tickets.restore_open(ticket_partitions)
             restored = set(self.tickets.store.records) - before

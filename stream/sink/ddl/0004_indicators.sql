@@ -1,8 +1,10 @@
--- Indicator counters per window and base cell, one row per SOURCE PARTITION: each
--- worker aggregates where its events are (its partitions, per batch) and writes
--- partial counters; any roll-up (district totals, city, province, network, all
--- channels) is an exact SUM of them (docs/indicators.md). The newest version of
--- a partial wins (a late event re-emits its window's partial).
+-- Indicator counters per window and base cell, one row per WRITER (a worker
+-- process): each worker aggregates the events of its partitions, per batch, and
+-- writes its partial counters; a cell's value and every roll-up (district totals,
+-- city, province, network, all channels) is an exact SUM over writers
+-- (docs/indicators.md). The newest version of a writer's partial wins (a late
+-- event re-emits it). Partials are additive, so a restart or a rebalance needs
+-- no hand-over: the new writer starts from zero and the sums stay exact.
 CREATE TABLE IF NOT EXISTS {db}.indicator_cells
 (
     window            LowCardinality(String),
@@ -13,7 +15,7 @@ CREATE TABLE IF NOT EXISTS {db}.indicator_cells
     district          LowCardinality(String),
     channel           LowCardinality(String),
     business_line     LowCardinality(String),
-    source_partition  UInt16,
+    writer            UInt64,
     complaints             Float64,
     sat_n                  Float64,
     sat_sum                Float64,
@@ -52,7 +54,7 @@ CREATE TABLE IF NOT EXISTS {db}.indicator_cells
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (window, window_start, province, city, district, channel, business_line, source_partition)
+ORDER BY (window, window_start, province, city, district, channel, business_line, writer)
 TTL window_start + INTERVAL {raw_ttl_days} DAY;
 
 -- Facts that arrived after their window closed (window end + lateness behind the
@@ -87,7 +89,7 @@ CREATE TABLE IF NOT EXISTS {db}.subscriber_base
 ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY (district, effective_from);
 
--- Base cells merged over source partitions, with the indicators (docs/indicators.md).
+-- Base cells merged over writers, with the indicators (docs/indicators.md).
 -- Roll-ups: sum the counters with GROUP BY over this view's columns, then apply the same formulas.
 CREATE VIEW IF NOT EXISTS {db}.indicator_values AS
 WITH merged AS
