@@ -1,12 +1,16 @@
 """The counters every indicator is a ratio of (see ``docs/indicators.md``).
 
-A cell's counters are a plain list of floats in :data:`COUNTERS` order, so a
-batch adds them with one loop and ClickHouse sums them column by column.
+A cell's counters are a plain list of floats in :data:`COUNTERS` order, so
+ClickHouse sums them column by column. A fact's counters are *sparse* — the
+``(index, value)`` pairs that are not zero — because a fact touches a few of
+the 33 counters and the cube adds it once per window.
 
 >>> COUNTERS[:3]
 ('complaints', 'sat_n', 'sat_sum')
->>> add([1.0] * len(COUNTERS), [2.0] * len(COUNTERS))[:2]
-[3.0, 3.0]
+>>> sparse(sat_n=1, sat_sum=7, complaints=0)
+((1, 1.0), (2, 7.0))
+>>> add_sparse(zeros(), sparse(sat_n=1))[:3]
+[0.0, 1.0, 0.0]
 """
 
 from __future__ import annotations
@@ -31,16 +35,22 @@ def zeros() -> list[float]:
     return [0.0] * WIDTH
 
 
-def add(into: list[float], other: list[float], sign: float = 1.0) -> list[float]:
-    for i, v in enumerate(other):
-        if v:
-            into[i] += sign * v
+Sparse = tuple[tuple[int, float], ...]
+
+
+def sparse(**values: float) -> Sparse:
+    """A fact's counters from keyword values (zeros left out), in counter order."""
+    return tuple(sorted((INDEX[name], float(v)) for name, v in values.items() if v))
+
+
+def add_sparse(into: list[float], counters: Sparse, sign: float = 1.0) -> list[float]:
+    for i, v in counters:
+        into[i] += sign * v
     return into
 
 
-def vector(**values: float) -> list[float]:
-    """Counters from keyword values; unnamed counters are 0."""
-    out = zeros()
-    for name, v in values.items():
-        out[INDEX[name]] = float(v)
-    return out
+def add_dense(into: list[float], other: list[float]) -> list[float]:
+    for i, v in enumerate(other):
+        if v:
+            into[i] += v
+    return into

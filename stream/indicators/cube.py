@@ -24,18 +24,18 @@ workers (and of earlier runs) add up to the exact value (docs/indicators.md).
 
 >>> from datetime import datetime, timedelta, timezone
 >>> from stream.indicators.facts import Cell
->>> from stream.indicators.counters import vector
+>>> from stream.indicators.counters import sparse
 >>> from stream.topology import WindowSpec
 >>> cube = Cube([WindowSpec(name="1h", kind="tumbling", size="1h")], lateness=timedelta(minutes=10))
 >>> t = datetime(2026, 11, 20, 9, 30, tzinfo=timezone.utc)
 >>> cell = Cell("P", "C", "D", "hotline", "mobile")
->>> cube.add([(t, cell, vector(complaints=1))], source="T-1")
+>>> cube.add([(int(t.timestamp()), cell, sparse(complaints=1))], source="T-1")
 []
 >>> cube.advance(t, ("tickets", 0))
 >>> [(k.window, k.start.hour, v[0]) for k, v in cube.flush()]
 [('1h', 9, 1.0)]
 >>> cube.advance(t + timedelta(hours=2), ("tickets", 0))   # 09:00-10:00 is final 10 min after 10:00
->>> [late.window for late in cube.add([(t, cell, vector(complaints=1))], source="T-2")]
+>>> [late.window for late in cube.add([(int(t.timestamp()), cell, sparse(complaints=1))], source="T-2")]
 ['1h']
 """
 
@@ -47,14 +47,14 @@ from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
 from ..topology import WindowSpec
-from .counters import zeros
+from .counters import add_dense, add_sparse, zeros
 from .facts import Cell, Fact
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _epoch(t: datetime) -> int:
-    return int((t - _EPOCH).total_seconds() // 1)
+    return int(t.timestamp() // 1)  # times are timezone-aware (the contracts require offsets)
 
 
 class CellKey(NamedTuple):
@@ -115,6 +115,10 @@ class Cube:
         self.marks: dict[tuple[str, int], datetime] = {}  # (topic, partition) -> newest event time seen
         self.watermark: datetime | None = None
         self._current_end: dict[str, int] = {}  # rolling window -> end of the newest window published as current
+        self._layers = {r.layer.name for r in self.rolling}
+        self._evicted_at: int | None = None
+        # (layer, cell) -> {start epoch: counters}: the cells a rolling sum reads, by cell
+        self._layer_index: dict[tuple[str, Cell], dict[int, list[float]]] = {}
         self._times: dict[int, datetime] = {}
 
     # -- time ----------------------------------------------------------------------------
@@ -149,30 +153,30 @@ class Cube:
         late: list[TooLate] = []
         final_before = self._final_before()
         pending, bucket = self.pending, self.bucket
-        for t, cell, counters in facts:
-            x = _epoch(t)
+        for x, cell, counters in facts:
             b = x - x % bucket
             if final_before is not None and b + bucket <= final_before:
-                late += self._add_to_final_range(t, b, cell, counters, sign, source, kind, final_before)
+                late += self._add_to_final_range(x, b, cell, counters, sign, source, kind, final_before)
                 continue
             into = pending.get((b, cell))
             if into is None:
                 into = pending[(b, cell)] = zeros()
-            for i, v in enumerate(counters):
-                if v:
-                    into[i] += sign * v
+            for i, v in counters:
+                into[i] += sign * v
         return late
 
-    def _add_to_final_range(self, t, b, cell, counters, sign, source, kind, final_before) -> list[TooLate]:
-        """Slow path: some windows containing ``t`` are final; apply to the others, report the rest."""
+    def _add_to_final_range(self, x, b, cell, counters, sign, source, kind, final_before) -> list[TooLate]:
+        """Slow path: some windows containing time ``x`` are final; apply to the others, report the rest."""
         late = []
+        t = self._time(x)
         for w in self.tumbling.values():
             start = b - b % w.size
             if start + w.size <= final_before:
                 if sign > 0:
                     late.append(TooLate(kind, source, t, w.name, self._time(start), cell.district))
                 continue
-            self._bump(CellKey(w.name, self._time(start), self._time(start + w.size), cell), counters, sign)
+            key = CellKey(w.name, self._time(start), self._time(start + w.size), cell)
+            self._bump(key, add_sparse(zeros(), counters, sign))
         for r in self.rolling:
             # Rolling windows are sums of their layer: report the final ones that contain t.
             last = b - b % r.step
@@ -181,18 +185,15 @@ class Cube:
                     late.append(TooLate(kind, source, t, r.name, self._time(start), cell.district))
         return late
 
-    def _bump(self, key: CellKey, counters: list[float], sign: float = 1.0) -> None:
+    def _bump(self, key: CellKey, counters: list[float]) -> None:
         into = self.cells.get(key)
         if into is None:
-            into = self.cells[key] = zeros()
-        for i, v in enumerate(counters):
-            if v:
-                into[i] += sign * v
+            into = self.cells[key] = list(counters)
+            if key.window in self._layers:
+                self._layer_index.setdefault((key.window, key.cell), {})[_epoch(key.start)] = into
+        else:
+            add_dense(into, counters)
         self.dirty.add(key)
-
-    def load(self, key: CellKey, counters: list[float]) -> None:
-        """A tumbling cell's stored partial, brought back from ClickHouse before it changes again."""
-        self.cells[key] = list(counters)
 
     # -- output --------------------------------------------------------------------------
     def flush(self) -> list[tuple[CellKey, list[float]]]:
@@ -206,7 +207,6 @@ class Cube:
         out += self._rolling_changes()
         self.dirty.clear()
         self._evict()
-        out.sort(key=lambda kv: (kv[0].window, kv[0].start, kv[0].cell))
         return out
 
     def _rolling_changes(self) -> list[tuple[CellKey, list[float]]]:
@@ -247,22 +247,28 @@ class Cube:
                 self._current_end[r.name] = current_end
             for start, cell in todo:
                 total = zeros()
+                series = self._layer_index.get((layer, cell), {})
                 for s in range(start, start + r.size, r.step):
-                    part = self.cells.get(CellKey(layer, self._time(s), self._time(s + r.step), cell))
+                    part = series.get(s)
                     if part is not None:
-                        for i, v in enumerate(part):
-                            if v:
-                                total[i] += v
+                        add_dense(total, part)
                 out.append((CellKey(r.name, self._time(start), self._time(start + r.size), cell), total))
         return out
 
     def _evict(self) -> None:
         final_before = self._final_before()
-        if final_before is None:
+        # Cells become evictable a bucket at a time: scan only when the watermark crossed one.
+        if final_before is None or final_before // self.bucket == self._evicted_at:
             return
+        self._evicted_at = final_before // self.bucket
         gone = [
             k for k in self.cells
             if _epoch(k.end) + self.tumbling[k.window].retention <= final_before
         ]  # fmt: skip
         for k in gone:
             del self.cells[k]
+            series = self._layer_index.get((k.window, k.cell))
+            if series is not None:
+                series.pop(_epoch(k.start), None)
+                if not series:
+                    del self._layer_index[(k.window, k.cell)]

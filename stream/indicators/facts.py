@@ -10,8 +10,9 @@ corrects the windows it touches.
 >>> from stream.contract.export import EXAMPLES
 >>> from stream.contract import SatisfactionEvent
 >>> e = SatisfactionEvent.model_validate(EXAMPLES["satisfaction_event"][0])
->>> [(t.isoformat(), cell.district, named(c)["sat_sum"]) for t, cell, c in satisfaction_facts(e, 8)]
-[('2026-11-20T17:05:00+08:00', 'P01-C02-D03', 7.0)]
+>>> [(datetime.fromtimestamp(t, timezone.utc).isoformat(), cell.district, named(c)["sat_sum"])
+...  for t, cell, c in satisfaction_facts(e, 8)]
+[('2026-11-20T09:05:00+00:00', 'P01-C02-D03', 7.0)]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import NamedTuple
 
 from ..contract import SatisfactionEvent
 from ..state.lifecycle import TicketState
-from .counters import COUNTERS, DIMENSIONS, INDEX, vector, zeros
+from .counters import COUNTERS, DIMENSIONS, INDEX, Sparse, sparse
 
 
 class Cell(NamedTuple):
@@ -34,37 +35,45 @@ class Cell(NamedTuple):
     business_line: str
 
 
-Fact = tuple[datetime, Cell, list[float]]
+Fact = tuple[int, Cell, Sparse]
+"""(epoch seconds, cell, counters): an int time keeps the cube's per-fact work and the
+comparison of a ticket's old and new facts free of timezone arithmetic."""
 
+
+def _at(t: datetime) -> int:
+    return int(t.timestamp() // 1)  # contract times carry an offset
+
+_SAT_N, _SAT_SUM, _SAT_SUMSQ, _SATISFIED = (INDEX[n] for n in ("sat_n", "sat_sum", "sat_sumsq", "satisfied_n"))
+_NPS_N, _PROMOTERS, _DETRACTORS = (INDEX[n] for n in ("nps_n", "promoters_n", "detractors_n"))
 _DIM_N = {d: INDEX[f"dim_{d}_n"] for d in DIMENSIONS}
 _DIM_SUM = {d: INDEX[f"dim_{d}_sum"] for d in DIMENSIONS}
 
 
-def named(counters: list[float]) -> dict[str, float]:
-    return dict(zip(COUNTERS, counters))
+def named(counters: Sparse) -> dict[str, float]:
+    return {COUNTERS[i]: v for i, v in counters}
 
 
 def satisfaction_facts(e: SatisfactionEvent, satisfied_min_score: int) -> tuple[Fact, ...]:
     r = e.region
     cell = Cell(r.province, r.city, r.district, str(e.channel), str(e.business_line or ""))
     score = e.overall_score
-    c = zeros()
-    c[INDEX["sat_n"]] = 1.0
-    c[INDEX["sat_sum"]] = float(score)
-    c[INDEX["sat_sumsq"]] = float(score * score)
-    c[INDEX["satisfied_n"]] = 1.0 if score >= satisfied_min_score else 0.0
+    c: list[tuple[int, float]] = [(_SAT_N, 1.0), (_SAT_SUM, float(score)), (_SAT_SUMSQ, float(score * score))]
+    if score >= satisfied_min_score:
+        c.append((_SATISFIED, 1.0))
     if e.nps is not None:
-        c[INDEX["nps_n"]] = 1.0
-        c[INDEX["promoters_n"]] = 1.0 if e.nps >= 9 else 0.0
-        c[INDEX["detractors_n"]] = 1.0 if e.nps <= 6 else 0.0
+        c.append((_NPS_N, 1.0))
+        if e.nps >= 9:
+            c.append((_PROMOTERS, 1.0))
+        elif e.nps <= 6:
+            c.append((_DETRACTORS, 1.0))
     dims = e.dimensions
     if dims is not None:
         for d in DIMENSIONS:
             v = getattr(dims, d)
             if v is not None:
-                c[_DIM_N[d]] = 1.0
-                c[_DIM_SUM[d]] = float(v)
-    return ((e.event_time, cell, c),)
+                c.append((_DIM_N[d], 1.0))
+                c.append((_DIM_SUM[d], float(v)))
+    return ((_at(e.event_time), cell, tuple(c)),)
 
 
 def ticket_facts(s: TicketState) -> tuple[Fact, ...]:
@@ -72,7 +81,7 @@ def ticket_facts(s: TicketState) -> tuple[Fact, ...]:
     if not s.district or s.created_at is None:
         return ()
     cell = Cell(s.province, s.city, s.district, s.channel, s.business_line)
-    facts: list[Fact] = [(s.created_at, cell, vector(complaints=1))]
+    facts: list[Fact] = [(_at(s.created_at), cell, sparse(complaints=1))]
     if s.status == "closed" and s.closed_at is not None:
         closed = dict(closed_n=1, fcr_n=1 if s.first_contact_resolution else 0,
                       resolved_n=1 if s.internally_resolved else 0)  # fmt: skip
@@ -83,9 +92,9 @@ def ticket_facts(s: TicketState) -> tuple[Fact, ...]:
         speed = s.followup.reach_speed if s.followup is not None else None
         if s.sla_breach != "closed_late" and speed is not None:
             closed.update(ontime_verdict_n=1, perceived_slow_n=1 if speed <= 4 else 0)
-        facts.append((s.closed_at, cell, vector(**closed)))
+        facts.append((_at(s.closed_at), cell, sparse(**closed)))
     if s.first_closed_at is not None:
-        facts.append((s.first_closed_at, cell, vector(first_closed_n=1, reopened_n=1 if s.reopen_count > 0 else 0)))
+        facts.append((_at(s.first_closed_at), cell, sparse(first_closed_n=1, reopened_n=1 if s.reopen_count > 0 else 0)))
     if s.sla_deadline is not None:
-        facts.append((s.sla_deadline, cell, vector(due_n=1, overdue_n=1 if s.sla_breached else 0)))
+        facts.append((_at(s.sla_deadline), cell, sparse(due_n=1, overdue_n=1 if s.sla_breached else 0)))
     return tuple(facts)

@@ -200,13 +200,16 @@ def update_messages(cells: list[tuple[CellKey, list[float]]], writer: int, versi
     """
     by_district: dict[str, list] = {}
     region: dict[str, tuple[str, str]] = {}
+    iso: dict[datetime, str] = {}  # a batch's cells share few distinct window bounds
     for k, c in cells:
         d = k.cell.district
         region.setdefault(d, (k.cell.province, k.cell.city))
+        start = iso.get(k.start) or iso.setdefault(k.start, k.start.isoformat())
+        end = iso.get(k.end) or iso.setdefault(k.end, k.end.isoformat())
         by_district.setdefault(d, []).append({
-            "window": k.window, "window_start": k.start.isoformat(), "window_end": k.end.isoformat(),
+            "window": k.window, "window_start": start, "window_end": end,
             "channel": k.cell.channel, "business_line": k.cell.business_line, "writer": writer,
-            "counters": {n: v for n, v in zip(COUNTERS, c) if v},
+            "counters": {COUNTERS[i]: v for i, v in enumerate(c) if v},
         })  # fmt: skip
     return [
         (d.encode(), json.dumps({"schema_version": 1, "province": region[d][0], "city": region[d][1], "district": d,
