@@ -63,6 +63,10 @@ def dead_letter_headers(r: Rejection) -> list[tuple[str, bytes]]:
     ]
 
 
+class _Stopping(RuntimeError):
+    """The agent is stopping: the work is not stored (nor committed); the next owner redoes it."""
+
+
 @dataclass
 class _Derived:
     """What a batch (or an SLA check) derived in memory; stored, and retried, exactly as is."""
@@ -239,6 +243,8 @@ class IngestAgent(Service):
                 await asyncio.to_thread(self._store, batches, derived, now)
                 await self._publish(batches, derived)
                 break
+            except _Stopping:
+                return  # not committed: redelivered to whoever takes over
             except Exception as exc:
                 metrics.SINK_FAILURES.inc()
                 attempt += 1
@@ -282,7 +288,7 @@ class IngestAgent(Service):
     def _store(self, batches: dict[str, IngestBatch], derived: _Derived, now: datetime) -> None:
         with self._storing:
             if self._stopping:  # raise, so the batch is not committed: the next owner redelivers it
-                raise RuntimeError("ingest agent stopping")
+                raise _Stopping("ingest agent stopping")
             rejected: list[Rejection] = []
             duplicates: list[Accepted] = []
             for contract, batch in batches.items():
@@ -313,7 +319,7 @@ class IngestAgent(Service):
     def _store_checked(self, d: _Derived) -> None:
         with self._storing:
             if self._stopping:
-                raise RuntimeError("ingest agent stopping")
+                raise _Stopping("ingest agent stopping")
             self._store_derived(d)
 
     def _next_version(self) -> int:
@@ -336,6 +342,8 @@ class IngestAgent(Service):
             try:
                 await asyncio.to_thread(self._store_checked, derived)
                 await self._send(self.indicator_topic, derived.messages)
+            except _Stopping:
+                break
             except Exception as exc:
                 log.error("storing %d SLA breaches failed (%s); will retry", len(derived.states), exc)
                 break
