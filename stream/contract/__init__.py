@@ -7,7 +7,7 @@ from them (``cxstream schemas export``) and a test fails when the two drift.
 from pydantic import BaseModel
 
 from .common import BusinessLine, Channel, CustomerTier, Envelope, Region
-from .reference import IndicatorCell, IndicatorUpdate, SubscriberBase
+from .reference import IndicatorCells, IndicatorUpdate, SubscriberBase
 from .satisfaction import HotlineDimensions, SatisfactionEvent
 from .ticket import ClosureType, TicketEvent, TicketStep
 
@@ -27,7 +27,7 @@ CONTRACTS: dict[str, type[BaseModel]] = {
 __all__ = [
     "CONTRACTS",
     "EVENT_CONTRACTS",
-    "IndicatorCell",
+    "IndicatorCells",
     "IndicatorUpdate",
     "SubscriberBase",
     "BusinessLine",

@@ -90,18 +90,16 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "province": "P01",
             "city": "P01-C02",
             "district": "P01-C02-D03",
+            "writer": 8461923077412,
             "version": 1795571234567,
-            "cells": [
-                {
-                    "window": "1h",
-                    "window_start": "2026-11-20T01:00:00Z",
-                    "window_end": "2026-11-20T02:00:00Z",
-                    "channel": "hotline",
-                    "business_line": "broadband",
-                    "writer": 8461923077412,
-                    "counters": {"complaints": 4, "sat_n": 11, "sat_sum": 83, "sat_sumsq": 651, "satisfied_n": 7},
-                }
-            ],
+            "cells": {
+                "window": ["1h", "1h"],
+                "window_start": ["2026-11-20T01:00:00Z", "2026-11-20T01:00:00Z"],
+                "window_end": ["2026-11-20T02:00:00Z", "2026-11-20T02:00:00Z"],
+                "channel": ["hotline", "store"],
+                "business_line": ["broadband", "mobile"],
+                "counters": {"complaints": [4, 1], "sat_n": [11, 3], "sat_sum": [83, 25], "sat_sumsq": [651, 211]},
+            },
         }
     ],
 }

@@ -29,18 +29,19 @@ class SubscriberBase(BaseModel):
     source_system: Code = Field(default="BSS", description="System that published the base.")
 
 
-class IndicatorCell(BaseModel):
-    """One writer's partial counters of one window and cell."""
+class IndicatorCells(BaseModel):
+    """One writer's partial counters of the changed cells, as columns: element ``i`` of every list is cell ``i``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    window: str = Field(description="Window name from topology.yaml, e.g. `1h`, `24h`.")
-    window_start: AwareDatetime = Field(description="Window start (UTC).")
-    window_end: AwareDatetime = Field(description="Window end, exclusive (UTC).")
-    channel: str = Field(description="Channel of the cell.")
-    business_line: str = Field(description="Business line of the cell ('' when the events did not say).")
-    writer: int = Field(ge=0, description="Id of the worker process that wrote this partial (new at every start).")
-    counters: dict[str, float] = Field(description="Counter name -> value (see docs/indicators.md; zeros omitted).")
+    window: list[str] = Field(description="Window name from topology.yaml, e.g. `1h`, `24h`.")
+    window_start: list[AwareDatetime] = Field(description="Window start (UTC).")
+    window_end: list[AwareDatetime] = Field(description="Window end, exclusive (UTC).")
+    channel: list[str] = Field(description="Channel of the cell.")
+    business_line: list[str] = Field(description="Business line of the cell ('' when the events did not say).")
+    counters: dict[str, list[float]] = Field(
+        description="Counter name -> value per cell (see docs/indicators.md); counters zero in every cell are left out."
+    )
 
 
 class IndicatorUpdate(BaseModel):
@@ -48,8 +49,9 @@ class IndicatorUpdate(BaseModel):
 
     A cell's value is the sum of its partials over writers (the newest
     ``version`` of each); roll-ups sum cells. Indicators are ratios of the
-    counters, defined in docs/indicators.md. One message per district and batch
-    keeps the topic's rate independent of how many windows a batch touches.
+    counters, defined in docs/indicators.md. One message per district and batch,
+    cells as columns, keeps the topic's rate and size independent of how many
+    windows a batch touches.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,5 +60,6 @@ class IndicatorUpdate(BaseModel):
     province: str = Field(description="Province code of the district.")
     city: str = Field(description="City code of the district.")
     district: str = Field(description="District code; also the Kafka message key.")
-    version: int = Field(ge=0, description="Monotonic per worker: a newer version of a partial replaces the older.")
-    cells: list[IndicatorCell] = Field(description="The changed cells of this district.")
+    writer: int = Field(ge=0, description="Id of the worker process that wrote these partials (new at every start).")
+    version: int = Field(ge=0, description="Monotonic per writer: a newer version of a partial replaces the older.")
+    cells: IndicatorCells = Field(description="The changed cells of this district, column by column.")

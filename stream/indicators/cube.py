@@ -6,8 +6,9 @@ Pure and synchronous. Three layers keep it cheap:
    bucket is the greatest common divisor of all window sizes and steps (5 min
    with the default windows): a batch touches each bucket once, not once per
    event and window.
-2. **Tumbling windows** are kept as cells; buckets are folded into them at
-   :meth:`Cube.flush`.
+2. **Tumbling windows** are kept as rows of one numpy matrix (a row per window,
+   start and cell); buckets are folded into them at :meth:`Cube.flush` with
+   vectorised sums, and the output leaves as columns, not per-cell objects.
 3. **Rolling windows** (``size`` long, starting every ``step``) are sums of the
    tumbling window whose size is their step (24 h = 24 hourly cells), computed
    at flush for the windows that are *current* (ending within one step of the
@@ -43,11 +44,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
+import numpy as np
+
 from ..topology import WindowSpec
-from .counters import add_dense, add_sparse, zeros
+from .counters import WIDTH, add_sparse, zeros
 from .facts import Cell, Fact
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -88,6 +92,71 @@ class _Rolling:
         self.layer = layer  # the tumbling window of size == step
 
 
+_CELL_BITS = 24  # cell ids are interned ints below 2**24; a (start, cell) pair packs into one int64
+
+
+@dataclass
+class Columns:
+    """The cells a flush changed, column-wise (what storage and publishing consume)."""
+
+    window: np.ndarray  # object: window names
+    start: np.ndarray  # int64 epoch seconds
+    end: np.ndarray  # int64 epoch seconds
+    cell: np.ndarray  # int64 interned cell ids (see :meth:`Cube.cell_of`)
+    values: np.ndarray  # float64, one row per cell, counters in COUNTERS order
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+class _Rows:
+    """Tumbling cells as rows: (window index, start, cell id) -> row of a counters matrix."""
+
+    def __init__(self, capacity: int = 4096):
+        self.index: dict[tuple[int, int, int], int] = {}
+        self.win = np.zeros(capacity, np.int16)
+        self.start = np.zeros(capacity, np.int64)
+        self.cell = np.zeros(capacity, np.int64)
+        self.vals = np.zeros((capacity, WIDTH))
+        self.used = np.zeros(capacity, bool)
+        self.free: list[int] = []
+        self.n = 0
+
+    def row(self, win: int, start: int, cell: int) -> int:
+        key = (win, start, cell)
+        r = self.index.get(key)
+        if r is not None:
+            return r
+        if self.free:
+            r = self.free.pop()
+        else:
+            if self.n == len(self.start):
+                self._grow()
+            r = self.n
+            self.n += 1
+        self.index[key] = r
+        self.win[r], self.start[r], self.cell[r], self.used[r] = win, start, cell, True
+        self.vals[r] = 0.0
+        return r
+
+    def _grow(self) -> None:
+        cap = 2 * len(self.start)
+        for name in ("win", "start", "cell", "used"):
+            old = getattr(self, name)
+            new = np.zeros(cap, old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
+        vals = np.zeros((cap, WIDTH))
+        vals[: len(self.vals)] = self.vals
+        self.vals = vals
+
+    def remove(self, rows: np.ndarray) -> None:
+        for r in rows.tolist():
+            del self.index[(int(self.win[r]), int(self.start[r]), int(self.cell[r]))]
+            self.used[r] = False
+            self.free.append(r)
+
+
 class Cube:
     def __init__(self, windows: Sequence[WindowSpec], lateness: timedelta):
         self.lateness = lateness
@@ -109,17 +178,31 @@ class Cube:
                     raise ValueError(f"rolling window {w.name}: no tumbling window of its step ({w.hop}) to sum")
                 self.rolling.append(_Rolling(w, self.tumbling[layer.name]))
         self.bucket = math.gcd(*[int(w.size.total_seconds()) for w in windows], *[r.step for r in self.rolling])
-        self.cells: dict[CellKey, list[float]] = {}  # tumbling cells
-        self.dirty: set[CellKey] = set()  # tumbling cells changed since the last flush
-        self.pending: dict[tuple[int, Cell], list[float]] = {}  # (bucket epoch, cell) -> counters
+        self._tumbling = list(self.tumbling.values())
+        self._win_of = {w.name: i for i, w in enumerate(self._tumbling)}
+        self._names = np.array([w.name for w in self._tumbling] + [r.name for r in self.rolling], dtype=object)
+        self._sizes = np.array([w.size for w in self._tumbling], np.int64)
+        self._keep = np.array([w.retention for w in self._tumbling], np.int64)
+        self.rows = _Rows()
+        self.dirty: set[int] = set()  # rows changed since the last flush
+        self.pending: dict[tuple[int, int], list[float]] = {}  # (bucket epoch, cell id) -> counters
         self.marks: dict[tuple[str, int], datetime] = {}  # (topic, partition) -> newest event time seen
         self.watermark: datetime | None = None
         self._current_end: dict[str, int] = {}  # rolling window -> end of the newest window published as current
-        self._layers = {r.layer.name for r in self.rolling}
         self._evicted_at: int | None = None
-        # (layer, cell) -> {start epoch: counters}: the cells a rolling sum reads, by cell
-        self._layer_index: dict[tuple[str, Cell], dict[int, list[float]]] = {}
-        self._times: dict[int, datetime] = {}
+        self._cell_ids: dict[Cell, int] = {}
+        self.cells_by_id: list[Cell] = []
+
+    # -- cells ---------------------------------------------------------------------------
+    def _cell_id(self, cell: Cell) -> int:
+        i = self._cell_ids.get(cell)
+        if i is None:
+            i = self._cell_ids[cell] = len(self.cells_by_id)
+            self.cells_by_id.append(cell)
+        return i
+
+    def cell_of(self, cell_id: int) -> Cell:
+        return self.cells_by_id[cell_id]
 
     # -- time ----------------------------------------------------------------------------
     def advance(self, event_time: datetime, source: tuple[str, int]) -> None:
@@ -139,14 +222,6 @@ class Cube:
         """Windows ending at or before this epoch second are final."""
         return None if self.watermark is None else _epoch(self.watermark) - self._late_s
 
-    def _time(self, epoch: int) -> datetime:
-        t = self._times.get(epoch)
-        if t is None:
-            if len(self._times) > 200_000:
-                self._times.clear()
-            t = self._times[epoch] = _EPOCH + timedelta(seconds=epoch)
-        return t
-
     # -- adding facts --------------------------------------------------------------------
     def add(self, facts: Iterable[Fact], source: str, sign: float = 1.0, kind: str = "ticket") -> list[TooLate]:
         """Add (sign 1) or retract (sign -1) facts; returns those too late for a window that is final."""
@@ -155,105 +230,128 @@ class Cube:
         pending, bucket = self.pending, self.bucket
         for x, cell, counters in facts:
             b = x - x % bucket
+            c = self._cell_id(cell)
             if final_before is not None and b + bucket <= final_before:
-                late += self._add_to_final_range(x, b, cell, counters, sign, source, kind, final_before)
+                late += self._add_to_final_range(x, b, c, cell, counters, sign, source, kind, final_before)
                 continue
-            into = pending.get((b, cell))
+            into = pending.get((b, c))
             if into is None:
-                into = pending[(b, cell)] = zeros()
+                into = pending[(b, c)] = zeros()
             for i, v in counters:
                 into[i] += sign * v
         return late
 
-    def _add_to_final_range(self, x, b, cell, counters, sign, source, kind, final_before) -> list[TooLate]:
+    def _add_to_final_range(self, x, b, c, cell, counters, sign, source, kind, final_before) -> list[TooLate]:
         """Slow path: some windows containing time ``x`` are final; apply to the others, report the rest."""
         late = []
-        t = self._time(x)
-        for w in self.tumbling.values():
+        t = _EPOCH + timedelta(seconds=x)
+        dense = np.array(add_sparse(zeros(), counters, sign))
+        for wi, w in enumerate(self._tumbling):
             start = b - b % w.size
             if start + w.size <= final_before:
                 if sign > 0:
-                    late.append(TooLate(kind, source, t, w.name, self._time(start), cell.district))
+                    late.append(TooLate(kind, source, t, w.name, _EPOCH + timedelta(seconds=start), cell.district))
                 continue
-            key = CellKey(w.name, self._time(start), self._time(start + w.size), cell)
-            self._bump(key, add_sparse(zeros(), counters, sign))
+            r = self.rows.row(wi, start, c)
+            self.rows.vals[r] += dense
+            self.dirty.add(r)
         for r in self.rolling:
             # Rolling windows are sums of their layer: report the final ones that contain t.
             last = b - b % r.step
             for start in range(last - r.size + r.step, last + 1, r.step):
                 if start + r.size <= final_before and sign > 0:
-                    late.append(TooLate(kind, source, t, r.name, self._time(start), cell.district))
+                    late.append(TooLate(kind, source, t, r.name, _EPOCH + timedelta(seconds=start), cell.district))
         return late
 
-    def _bump(self, key: CellKey, counters: list[float]) -> None:
-        into = self.cells.get(key)
-        if into is None:
-            into = self.cells[key] = list(counters)
-            if key.window in self._layers:
-                self._layer_index.setdefault((key.window, key.cell), {})[_epoch(key.start)] = into
-        else:
-            add_dense(into, counters)
-        self.dirty.add(key)
-
     # -- output --------------------------------------------------------------------------
-    def flush(self) -> list[tuple[CellKey, list[float]]]:
-        """Cells changed since the last flush, tumbling and rolling; cells no longer needed leave memory."""
-        for (b, cell), counters in self.pending.items():
-            for w in self.tumbling.values():
-                start = b - b % w.size
-                self._bump(CellKey(w.name, self._time(start), self._time(start + w.size), cell), counters)
-        self.pending.clear()
-        out = [(k, list(self.cells[k])) for k in self.dirty]
-        out += self._rolling_changes()
+    def flush_columns(self) -> Columns:
+        """Cells changed since the last flush, tumbling and rolling, as columns; cells no longer needed leave memory."""
+        rows = self.rows
+        if self.pending:
+            keys = np.array(list(self.pending.keys()), np.int64).reshape(-1, 2)
+            vals = np.array(list(self.pending.values()))
+            self.pending.clear()
+            for wi, size in enumerate(self._sizes.tolist()):
+                packed = ((keys[:, 0] - keys[:, 0] % size) << _CELL_BITS) | keys[:, 1]
+                uniq, inv = np.unique(packed, return_inverse=True)
+                agg = np.zeros((len(uniq), WIDTH))
+                np.add.at(agg, inv.reshape(-1), vals)
+                mask = (1 << _CELL_BITS) - 1
+                target = np.fromiter(
+                    (rows.row(wi, u >> _CELL_BITS, u & mask) for u in uniq.tolist()), np.int64, len(uniq)
+                )
+                rows.vals[target] += agg
+                self.dirty.update(target.tolist())
+        dirty = np.fromiter(self.dirty, np.int64, len(self.dirty))
         self.dirty.clear()
+        win = rows.win[dirty].astype(np.int64)
+        start = rows.start[dirty]
+        out = Columns(self._names[win], start, start + self._sizes[win], rows.cell[dirty], rows.vals[dirty].copy())
+        rolled = self._rolling_changes(dirty)
         self._evict()
-        return out
+        if rolled is None:
+            return out
+        return Columns(*(np.concatenate([a, b]) for a, b in zip(
+            (out.window, out.start, out.end, out.cell, out.values),
+            (rolled.window, rolled.start, rolled.end, rolled.cell, rolled.values))))  # fmt: skip
 
-    def _rolling_changes(self) -> list[tuple[CellKey, list[float]]]:
+    def flush(self) -> list[tuple[CellKey, list[float]]]:
+        """:meth:`flush_columns` as ``(CellKey, counters)`` pairs (for tests and small uses)."""
+        c = self.flush_columns()
+        t = lambda x: _EPOCH + timedelta(seconds=int(x))  # noqa: E731
+        pairs = [
+            (CellKey(c.window[i], t(c.start[i]), t(c.end[i]), self.cells_by_id[int(c.cell[i])]), c.values[i].tolist())
+            for i in range(len(c))
+        ]
+        return sorted(pairs, key=lambda kv: (kv[0].window, kv[0].start, kv[0].cell))
+
+    def _rolling_changes(self, dirty: np.ndarray) -> Columns | None:
         if not self.rolling or self.watermark is None:
-            return []
+            return None
+        rows = self.rows
         wm = _epoch(self.watermark)
         final_before = wm - self._late_s
-        out = []
-        for r in self.rolling:
-            layer = r.layer.name
+        names, starts, cells, sums = [], [], [], []
+        for ri, r in enumerate(self.rolling):
+            li = self._win_of[r.layer.name]
             current_end = wm - wm % r.step + r.step  # the window ending at the next step boundary is current
-            todo: set[tuple[int, Cell]] = set()
+            todo: set[tuple[int, int]] = set()
             # Windows containing a changed layer cell that are current or past but not final:
             # final_before < start + size <= current_end, and start <= s < start + size.
             lo_bound = final_before - r.size + 1
             hi_bound = current_end - r.size
-            for k in self.dirty:
-                if k.window != layer:
-                    continue
-                s = _epoch(k.start)
+            sel = dirty[rows.win[dirty] == li]
+            for s, c in zip(rows.start[sel].tolist(), rows.cell[sel].tolist()):
                 lo = max(s - r.size + r.step, lo_bound)
                 lo += (-lo) % r.step  # round up to a window start
                 for start in range(lo, min(s, hi_bound) + 1, r.step):
-                    todo.add((start, k.cell))
+                    todo.add((start, c))
             prev = self._current_end.get(r.name)
             if prev != current_end:
                 # Windows that became current or past since the last flush (a replay batch can
                 # move the watermark by hours): publish each for every cell with data in it.
                 after = final_before if prev is None or prev > current_end else max(prev, final_before)
-                for k in self.cells:
-                    if k.window != layer:
-                        continue
-                    s = _epoch(k.start)
+                layer_rows = np.nonzero(rows.used[: rows.n] & (rows.win[: rows.n] == li))[0]
+                for s, c in zip(rows.start[layer_rows].tolist(), rows.cell[layer_rows].tolist()):
                     lo = max(s + r.step, after + 1)  # window ends in (after, current_end] that contain s
                     lo += (-lo) % r.step
                     for end in range(lo, min(s + r.size, current_end) + 1, r.step):
-                        todo.add((end - r.size, k.cell))
+                        todo.add((end - r.size, c))
                 self._current_end[r.name] = current_end
-            for start, cell in todo:
-                total = zeros()
-                series = self._layer_index.get((layer, cell), {})
-                for s in range(start, start + r.size, r.step):
-                    part = series.get(s)
-                    if part is not None:
-                        add_dense(total, part)
-                out.append((CellKey(r.name, self._time(start), self._time(start + r.size), cell), total))
-        return out
+            index = rows.index
+            for start, c in todo:
+                parts = [index.get((li, s, c)) for s in range(start, start + r.size, r.step)]
+                parts = [p for p in parts if p is not None]
+                names.append(len(self._tumbling) + ri)
+                starts.append(start)
+                cells.append(c)
+                sums.append(rows.vals[parts].sum(axis=0) if parts else np.zeros(WIDTH))
+        if not names:
+            return None
+        idx = np.array(names, np.int64)
+        start_arr = np.array(starts, np.int64)
+        sizes = np.array([r.size for r in self.rolling], np.int64)[idx - len(self._tumbling)]
+        return Columns(self._names[idx], start_arr, start_arr + sizes, np.array(cells, np.int64), np.vstack(sums))
 
     def _evict(self) -> None:
         final_before = self._final_before()
@@ -261,14 +359,8 @@ class Cube:
         if final_before is None or final_before // self.bucket == self._evicted_at:
             return
         self._evicted_at = final_before // self.bucket
-        gone = [
-            k for k in self.cells
-            if _epoch(k.end) + self.tumbling[k.window].retention <= final_before
-        ]  # fmt: skip
-        for k in gone:
-            del self.cells[k]
-            series = self._layer_index.get((k.window, k.cell))
-            if series is not None:
-                series.pop(_epoch(k.start), None)
-                if not series:
-                    del self._layer_index[(k.window, k.cell)]
+        rows = self.rows
+        n = rows.n
+        win = rows.win[:n].astype(np.int64)
+        gone = np.nonzero(rows.used[:n] & (rows.start[:n] + self._sizes[win] + self._keep[win] <= final_before))[0]
+        rows.remove(gone)

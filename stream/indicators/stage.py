@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+import numpy as np
 import pyarrow as pa
 
 from ..contract import SatisfactionEvent
@@ -38,8 +39,8 @@ from ..sink.clickhouse import Writer
 from ..state.lifecycle import TicketState
 from ..topology import IndicatorSettings
 from .counters import COUNTERS
-from .cube import CellKey, Cube, TooLate
-from .facts import Fact, satisfaction_facts, ticket_facts
+from .cube import Columns, Cube, TooLate
+from .facts import Cell, Fact, satisfaction_facts, ticket_facts
 
 log = logging.getLogger("cxstream.indicators")
 
@@ -98,8 +99,8 @@ class IndicatorStage:
             self.contrib[s.ticket_id] = (partition, new)
         return late
 
-    def flush(self) -> list[tuple[CellKey, list[float]]]:
-        return self.cube.flush()
+    def flush(self) -> Columns:
+        return self.cube.flush_columns()
 
     def forget_tickets(self, keep: Iterable[str]) -> None:
         """Drop contributions of tickets no longer in state (bounded like the state)."""
@@ -157,22 +158,25 @@ class IndicatorStage:
             del self.contrib[t]
 
 
-def cells_table(cells: list[tuple[CellKey, list[float]]], writer: int, version: int, updated_at_ms: int) -> pa.Table:
-    keys = [k for k, _ in cells]
-    columns = list(zip(*(c for _, c in cells))) if cells else [()] * len(COUNTERS)
+def _cell_columns(cube: Cube, cells: Columns) -> dict[str, np.ndarray]:
+    """Province, city, district, channel and business line of each row, from the interned cell ids."""
+    table = np.array([tuple(c) for c in cube.cells_by_id] or [("",) * 5], dtype=object).reshape(-1, 5)
+    picked = table[cells.cell] if len(cells) else np.empty((0, 5), dtype=object)
+    return {name: picked[:, i] for i, name in enumerate(Cell._fields)}
+
+
+def cells_table(cube: Cube, cells: Columns, writer: int, version: int, updated_at_ms: int) -> pa.Table:
+    """Changed cells -> ``indicator_cells`` rows, column by column (no per-cell Python)."""
+    n = len(cells)
     data = {
-        "window": pa.array([k.window for k in keys], pa.string()),
-        "window_start": pa.array([k.start for k in keys], _S),
-        "window_end": pa.array([k.end for k in keys], _S),
-        "province": pa.array([k.cell.province for k in keys], pa.string()),
-        "city": pa.array([k.cell.city for k in keys], pa.string()),
-        "district": pa.array([k.cell.district for k in keys], pa.string()),
-        "channel": pa.array([k.cell.channel for k in keys], pa.string()),
-        "business_line": pa.array([k.cell.business_line for k in keys], pa.string()),
-        "writer": pa.array([writer] * len(keys), pa.uint64()),
-        **{name: pa.array(columns[i], pa.float64()) for i, name in enumerate(COUNTERS)},
-        "version": pa.array([version] * len(keys), pa.uint64()),
-        "updated_at": pa.array([updated_at_ms] * len(keys), _TS),
+        "window": pa.array(cells.window, pa.string()),
+        "window_start": pa.array(cells.start, _S),
+        "window_end": pa.array(cells.end, _S),
+        **{name: pa.array(col, pa.string()) for name, col in _cell_columns(cube, cells).items()},
+        "writer": pa.array(np.full(n, writer, np.uint64)),
+        **{name: pa.array(cells.values[:, i]) for i, name in enumerate(COUNTERS)},
+        "version": pa.array(np.full(n, version, np.uint64)),
+        "updated_at": pa.array(np.full(n, updated_at_ms, np.int64), _TS),
     }
     return pa.table(data)
 
@@ -192,27 +196,33 @@ def too_late_table(late: list[TooLate], watermark: datetime | None, recorded_at_
     )
 
 
-def update_messages(cells: list[tuple[CellKey, list[float]]], writer: int, version: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) Kafka messages: one ``IndicatorUpdate`` per district with its changed cells.
+def update_messages(cube: Cube, cells: Columns, writer: int, version: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) Kafka messages: one ``IndicatorUpdate`` per district, its changed cells as columns.
 
-    Built as plain JSON (the contract's shape; a test validates it against the
-    model) because a replay batch changes tens of thousands of cells.
+    Columnar because a replay batch changes tens of thousands of cells: a list
+    per field costs one conversion per district, not a dict per cell. Counters
+    that are zero in every cell of the message are left out.
     """
-    by_district: dict[str, list] = {}
-    region: dict[str, tuple[str, str]] = {}
-    iso: dict[datetime, str] = {}  # a batch's cells share few distinct window bounds
-    for k, c in cells:
-        d = k.cell.district
-        region.setdefault(d, (k.cell.province, k.cell.city))
-        start = iso.get(k.start) or iso.setdefault(k.start, k.start.isoformat())
-        end = iso.get(k.end) or iso.setdefault(k.end, k.end.isoformat())
-        by_district.setdefault(d, []).append({
-            "window": k.window, "window_start": start, "window_end": end,
-            "channel": k.cell.channel, "business_line": k.cell.business_line, "writer": writer,
-            "counters": {COUNTERS[i]: v for i, v in enumerate(c) if v},
-        })  # fmt: skip
-    return [
-        (d.encode(), json.dumps({"schema_version": 1, "province": region[d][0], "city": region[d][1], "district": d,
-                                 "version": version, "cells": rows}, separators=(",", ":")).encode())  # fmt: skip
-        for d, rows in by_district.items()
-    ]
+    if not len(cells):
+        return []
+    cols = _cell_columns(cube, cells)
+    start = np.datetime_as_string(cells.start.astype("datetime64[s]"), unit="s", timezone="UTC")
+    end = np.datetime_as_string(cells.end.astype("datetime64[s]"), unit="s", timezone="UTC")
+    districts, inverse = np.unique(cols["district"].astype(str), return_inverse=True)
+    out = []
+    for i, district in enumerate(districts.tolist()):
+        idx = np.nonzero(inverse.reshape(-1) == i)[0]
+        values = cells.values[idx]
+        first = idx[0]
+        doc = {
+            "schema_version": 1, "province": cols["province"][first], "city": cols["city"][first],
+            "district": district, "writer": writer, "version": version,
+            "cells": {
+                "window": cells.window[idx].tolist(), "window_start": start[idx].tolist(),
+                "window_end": end[idx].tolist(), "channel": cols["channel"][idx].tolist(),
+                "business_line": cols["business_line"][idx].tolist(),
+                "counters": {name: values[:, j].tolist() for j, name in enumerate(COUNTERS) if values[:, j].any()},
+            },
+        }  # fmt: skip
+        out.append((district.encode(), json.dumps(doc, separators=(",", ":")).encode()))
+    return out

@@ -283,7 +283,8 @@ class IngestAgent(Service):
     def _outputs(self, states: list, late: list) -> _Derived:
         cells = self.indicators.flush()
         version = self._next_version()
-        return _Derived(states, cells, late, version, update_messages(cells, self.indicators.writer_id, version))
+        messages = update_messages(self.indicators.cube, cells, self.indicators.writer_id, version)
+        return _Derived(states, cells, late, version, messages)
 
     def _store(self, batches: dict[str, IngestBatch], derived: _Derived, now: datetime) -> None:
         with self._storing:
@@ -310,8 +311,9 @@ class IngestAgent(Service):
         if d.states:
             self._insert("ticket_state", ticket_state_table(d.states, d.version))
             self._insert("ticket_steps", ticket_steps_table(d.states, d.version))
-        if d.cells:
-            self._insert("indicator_cells", cells_table(d.cells, self.indicators.writer_id, d.version, d.version))
+        if len(d.cells):
+            ind = self.indicators
+            self._insert("indicator_cells", cells_table(ind.cube, d.cells, ind.writer_id, d.version, d.version))
         if d.late:
             self._insert("indicator_too_late", too_late_table(d.late, self.indicators.cube.watermark, d.version))
             metrics.INDICATOR_TOO_LATE.inc(len(d.late))
