@@ -256,10 +256,11 @@ class Cube:
             self.rows.vals[r] += dense
             self.dirty.add(r)
         for r in self.rolling:
-            # Rolling windows are sums of their layer: report the final ones that contain t.
+            # A rolling window is the sum of its layer's cells: a fact too late for its layer cell
+            # is too late for every rolling window containing it (final or not); otherwise it was applied.
             last = b - b % r.step
-            for start in range(last - r.size + r.step, last + 1, r.step):
-                if start + r.size <= final_before and sign > 0:
+            if last + r.step <= final_before and sign > 0:
+                for start in range(last - r.size + r.step, last + 1, r.step):
                     late.append(TooLate(kind, source, t, r.name, _EPOCH + timedelta(seconds=start), cell.district))
         return late
 
@@ -330,7 +331,8 @@ class Cube:
             if prev != current_end:
                 # Windows that became current or past since the last flush (a replay batch can
                 # move the watermark by hours): publish each for every cell with data in it.
-                after = final_before if prev is None or prev > current_end else max(prev, final_before)
+                # (also those already final by now: each is published at least once)
+                after = final_before if prev is None else min(prev, current_end)
                 layer_rows = np.nonzero(rows.used[: rows.n] & (rows.win[: rows.n] == li))[0]
                 for s, c in zip(rows.start[layer_rows].tolist(), rows.cell[layer_rows].tolist()):
                     lo = max(s + r.step, after + 1)  # window ends in (after, current_end] that contain s

@@ -89,6 +89,9 @@ class IndicatorStage:
             new = ticket_facts(s)
             partition = partition_of.get(s.ticket_id, 0)
             _, old = self.contrib.get(s.ticket_id, (partition, ()))
+            if old == new:
+                self.contrib[s.ticket_id] = (partition, new)
+                continue
             # Only the facts that changed move: an unchanged fact in a final window is not "late".
             gone = [f for f in old if f not in new]
             added = [f for f in new if f not in old]
@@ -196,6 +199,12 @@ def too_late_table(late: list[TooLate], watermark: datetime | None, recorded_at_
     )
 
 
+def _numbers(column: np.ndarray) -> list:
+    """Counts as ints (most counters are): shorter JSON, and cheaper to write than floats."""
+    as_int = column.astype(np.int64)
+    return as_int.tolist() if np.array_equal(as_int, column) else column.tolist()
+
+
 def update_messages(cube: Cube, cells: Columns, writer: int, version: int) -> list[tuple[bytes, bytes]]:
     """(key, value) Kafka messages: one ``IndicatorUpdate`` per district, its changed cells as columns.
 
@@ -221,7 +230,7 @@ def update_messages(cube: Cube, cells: Columns, writer: int, version: int) -> li
                 "window": cells.window[idx].tolist(), "window_start": start[idx].tolist(),
                 "window_end": end[idx].tolist(), "channel": cols["channel"][idx].tolist(),
                 "business_line": cols["business_line"][idx].tolist(),
-                "counters": {name: values[:, j].tolist() for j, name in enumerate(COUNTERS) if values[:, j].any()},
+                "counters": {name: _numbers(values[:, j]) for j, name in enumerate(COUNTERS) if values[:, j].any()},
             },
         }  # fmt: skip
         out.append((district.encode(), json.dumps(doc, separators=(",", ":")).encode()))
