@@ -245,20 +245,19 @@ def test_watermark_jump_beyond_lateness_still_publishes_the_windows_it_passed():
     assert {at(7), at(8)} <= rolled, f"published only {sorted(t.strftime('%H:%M') for t in rolled)}"
 
 
-def test_fact_too_late_for_its_hour_is_applied_or_reported_for_every_rolling_window():
+def test_fact_too_late_for_its_hour_is_too_late_for_the_rolling_windows_on_it():
+    """A 24h window is the sum of its hours: a fact too late for its hour is reported once, for the hour,
+    and changes no rolling window, also not an open one (docs/indicators.md, Late events)."""
     cube = Cube(HOURLY_24H, lateness=timedelta(minutes=30))
     for t in [at(10, 5), at(10, 20), at(11, 50)]:
         event(cube, t)
-    cube.flush()
+    before = {k.start: v[SAT_N] for k, v in cube.flush() if k.window == "24h"}
     # Watermark 11:50: the 10:00 hour is final, the 24h window [19th 12:00, 20th 12:00) is current and open.
     late = event(cube, at(10, 50), source="too-late")
     out = cube.flush()
-    reported = {(x.window, x.start) for x in late}
-    applied = {k.start: v[SAT_N] for k, v in out if k.window == "24h"}
-    start = at(12) - timedelta(hours=24)
-    assert ("24h", start) in reported or applied.get(start) == 4.0, (
-        f"24h window ending 12:00: not reported too late ({sorted(reported)}) and not corrected ({applied})"
-    )
+    assert {(x.window, x.start) for x in late} == {("1h", at(10))}
+    assert not [k for k, _ in out if k.window == "24h"], "a rolling window changed by a fact too late for its hour"
+    assert before[at(12) - timedelta(hours=24)] == 3.0
 
 
 # -- end to end --------------------------------------------------------------------------------------
@@ -369,9 +368,8 @@ async def test_late_event_corrects_its_window_and_too_late_event_is_counted_and_
         windows = {(w, s.replace(tzinfo=timezone.utc) if s.tzinfo is None else s) for w, s, *_ in recorded}
         assert ("1h", at(10)) in windows and ("5m", at(10, 50)) in windows, windows
         assert not {w for w, _ in windows} & {"1d"}, windows  # only the final windows
-        # 5m and 1h are final; a rolling 24h window follows its hour, so all 24 containing 10:50 count it too late.
-        expected_24h = {("24h", at(10) - timedelta(hours=h)) for h in range(24)}
-        assert windows == {("5m", at(10, 50)), ("1h", at(10))} | expected_24h
+        # 5m and 1h are final; the 24h windows follow their hour (recorded once, as the hour: docs/indicators.md).
+        assert windows == {("5m", at(10, 50)), ("1h", at(10))}
         for _, _, source, fact_time, district, watermark in recorded:
             assert source == "satisfaction" and district == DISTRICT
             assert fact_time.replace(tzinfo=timezone.utc) == at(10, 50)

@@ -255,13 +255,8 @@ class Cube:
             r = self.rows.row(wi, start, c)
             self.rows.vals[r] += dense
             self.dirty.add(r)
-        for r in self.rolling:
-            # A rolling window is the sum of its layer's cells: a fact too late for its layer cell
-            # is too late for every rolling window containing it (final or not); otherwise it was applied.
-            last = b - b % r.step
-            if last + r.step <= final_before and sign > 0:
-                for start in range(last - r.size + r.step, last + 1, r.step):
-                    late.append(TooLate(kind, source, t, r.name, _EPOCH + timedelta(seconds=start), cell.district))
+        # A rolling window is the sum of its step's tumbling cells: a fact too late for that cell
+        # (reported above, e.g. for its hour) is too late for every rolling window containing it.
         return late
 
     # -- output --------------------------------------------------------------------------
