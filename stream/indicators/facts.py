@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from ..contract import SatisfactionEvent
 from ..state.lifecycle import TicketState
-from .counters import COUNTERS, DIMENSIONS, INDEX, Sparse, sparse
+from .counters import COUNTERS, DIMENSIONS, INDEX, Sparse
 
 
 class Cell(NamedTuple):

@@ -24,6 +24,7 @@ until it is stored.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -150,10 +151,13 @@ class IngestAgent(Service):
         self._sla_backlog: list[_Derived] = []
         self.ticket_topic = topology.topics["ticket_events"].name
         self._sla_checked_at = 0.0
+        self._full_gc_at = time.monotonic()
         self._idle = False
         # Held by the storage thread; stopping waits for it, so a stopped agent
         # never has a write in flight (a cancelled task does not stop its thread).
         self._storing = threading.Lock()
+        self._storing_raw = threading.Lock()
+        self.raw_writer = writer.sibling()
         self._stopping = False
         self._version_ms = 0
 
@@ -197,6 +201,8 @@ class IngestAgent(Service):
             await self.consumer.stop()
         if self.producer:
             await self.producer.stop()
+        if self.raw_writer is not self.writer:
+            self.raw_writer.client.close()
 
     @Service.task
     async def _consume(self) -> None:
@@ -235,12 +241,26 @@ class IngestAgent(Service):
         # thread so heartbeats and the web server stay responsive.
         batches = await asyncio.to_thread(self.splitter.split, records)
         derived: _Derived | None = None
+        raw_stored = False
         attempt = 0
         while True:
             try:
+                # The raw inserts (mostly ClickHouse's own work, outside the GIL) run while
+                # state and indicators are derived; each is done once, a retry redoes what failed.
+                jobs = []
+                if not raw_stored:
+                    jobs.append(asyncio.to_thread(self._store_raw, batches, now))
                 if derived is None:  # derived once: a retry stores the same rows again
-                    derived = await asyncio.to_thread(self._derive, batches, clock)
-                await asyncio.to_thread(self._store, batches, derived, now)
+                    jobs.append(asyncio.to_thread(self._derive, batches, clock))
+                results = list(await asyncio.gather(*jobs, return_exceptions=True))
+                failed = [r for r in results if isinstance(r, BaseException)]
+                if not raw_stored and not isinstance(results[0], BaseException):
+                    raw_stored = True
+                if derived is None and not isinstance(results[-1], BaseException):
+                    derived = results[-1]
+                if failed:
+                    raise failed[0]
+                await asyncio.to_thread(self._store_checked, derived)
                 await self._publish(batches, derived)
                 break
             except _Stopping:
@@ -260,12 +280,21 @@ class IngestAgent(Service):
             # this batch, which is stored idempotently. Not an error for us.
             log.warning("offsets of a stored batch not committed (%s); the new owner redelivers it", exc)
         self.last_commit_at = time.perf_counter()
+        # What survived the batch is long-lived state (tickets, contributions, seen ids):
+        # move it out of the collector's generations so collections stay proportional to
+        # the next batch, not to the whole heap. Acyclic objects are still freed by refcount.
+        gc.freeze()
+        if time.monotonic() - self._full_gc_at > 600:  # now and then, collect what was frozen too (cycles)
+            self._full_gc_at = time.monotonic()
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
         self._count(batches)
         self.batches_done += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _wait_for_storage(self) -> None:
-        with self._storing:
+        with self._storing, self._storing_raw:
             pass
 
     def _derive(self, batches: dict[str, IngestBatch], clock: datetime) -> _Derived:
@@ -286,26 +315,26 @@ class IngestAgent(Service):
         messages = update_messages(self.indicators.cube, cells, self.indicators.writer_id, version)
         return _Derived(states, cells, late, version, messages)
 
-    def _store(self, batches: dict[str, IngestBatch], derived: _Derived, now: datetime) -> None:
-        with self._storing:
+    def _store_raw(self, batches: dict[str, IngestBatch], now: datetime) -> None:
+        """Accepted events, dead letters and resends (through the second connection)."""
+        with self._storing_raw:
             if self._stopping:  # raise, so the batch is not committed: the next owner redelivers it
                 raise _Stopping("ingest agent stopping")
             rejected: list[Rejection] = []
             duplicates: list[Accepted] = []
             for contract, batch in batches.items():
                 table, build = TABLES[contract]
-                self._insert(table, build(batch.accepted, now))
+                self._insert(table, build(batch.accepted, now), self.raw_writer)
                 rejected.extend(batch.rejected)
                 duplicates.extend(batch.duplicates)
             if rejected:
-                self._insert("dead_letters", dead_letter_table(rejected, now))
+                self._insert("dead_letters", dead_letter_table(rejected, now), self.raw_writer)
             if duplicates:
-                self._insert("duplicates", duplicate_table(duplicates, now))
-            self._store_derived(derived)
+                self._insert("duplicates", duplicate_table(duplicates, now), self.raw_writer)
 
-    def _insert(self, table: str, data) -> None:
+    def _insert(self, table: str, data, writer: Writer | None = None) -> None:
         with metrics.SINK_SECONDS.labels(table).time():
-            self.writer.insert(table, data)
+            (writer or self.writer).insert(table, data)
 
     def _store_derived(self, d: _Derived) -> None:
         if d.states:

@@ -44,6 +44,7 @@ def open_writer(settings: Settings, topology: Topology) -> Writer:
         retries=sink.insert_retries,
         backoff=sink.retry_backoff,
         on_retry=lambda table, exc: metrics.SINK_RETRIES.labels(table).inc(),
+        dsn=settings.clickhouse_dsn,
     )
 
 

@@ -86,12 +86,21 @@ class Writer:
         retries: int = 5,
         backoff: timedelta = timedelta(milliseconds=200),
         on_retry: Callable[[str, Exception], None] | None = None,
+        dsn: str | None = None,
     ):
         self.client = client
+        self.dsn = dsn
         self.database = database
         self.retries = retries
         self.backoff_s = backoff.total_seconds()
         self.on_retry = on_retry
+
+    def sibling(self) -> "Writer":
+        """A writer with its own connection, for a second thread (a server session takes one query at a time)."""
+        if self.dsn is None:
+            return self
+        return Writer(connect(self.dsn), self.database, self.retries, timedelta(seconds=self.backoff_s),
+                      self.on_retry, self.dsn)  # fmt: skip
 
     def insert(self, table: str, data: pa.Table) -> None:
         if data.num_rows == 0:
