@@ -186,6 +186,7 @@ class Cube:
         self.rows = _Rows()
         self.dirty: set[int] = set()  # rows changed since the last flush
         self.pending: dict[tuple[int, int], list[float]] = {}  # (bucket epoch, cell id) -> counters
+        self._pending_arrays: list[tuple[np.ndarray, np.ndarray]] = []  # (keys n×2, counters n×W), see add_columns
         self.marks: dict[tuple[str, int], datetime] = {}  # (topic, partition) -> newest event time seen
         self.watermark: datetime | None = None
         self._current_end: dict[str, int] = {}  # rolling window -> end of the newest window published as current
@@ -241,6 +242,29 @@ class Cube:
                 into[i] += sign * v
         return late
 
+    def add_columns(
+        self, times: np.ndarray, cells: list[Cell], counters: np.ndarray, sources: list[str], kind: str
+    ) -> list[TooLate]:
+        """:meth:`add` for many facts at once, given as columns (one row per fact; used for satisfaction events)."""
+        if not len(times):
+            return []
+        ids = np.fromiter((self._cell_id(c) for c in cells), np.int64, len(cells))
+        buckets = times - times % self.bucket
+        final_before = self._final_before()
+        late: list[TooLate] = []
+        if final_before is not None:
+            slow = np.nonzero(buckets + self.bucket <= final_before)[0]
+            for i in slow.tolist():
+                pairs = tuple((j, float(v)) for j, v in enumerate(counters[i]) if v)
+                late += self._add_to_final_range(int(times[i]), int(buckets[i]), int(ids[i]), cells[i], pairs, 1.0,
+                                                 sources[i], kind, final_before)  # fmt: skip
+            if len(slow):
+                keep = np.ones(len(times), bool)
+                keep[slow] = False
+                buckets, ids, counters = buckets[keep], ids[keep], counters[keep]
+        self._pending_arrays.append((np.stack([buckets, ids], axis=1), counters))
+        return late
+
     def _add_to_final_range(self, x, b, c, cell, counters, sign, source, kind, final_before) -> list[TooLate]:
         """Slow path: some windows containing time ``x`` are final; apply to the others, report the rest."""
         late = []
@@ -263,10 +287,15 @@ class Cube:
     def flush_columns(self) -> Columns:
         """Cells changed since the last flush, tumbling and rolling, as columns; cells no longer needed leave memory."""
         rows = self.rows
-        if self.pending:
-            keys = np.array(list(self.pending.keys()), np.int64).reshape(-1, 2)
-            vals = np.array(list(self.pending.values()))
+        if self.pending or self._pending_arrays:
+            parts = self._pending_arrays
+            if self.pending:
+                parts.append((np.array(list(self.pending.keys()), np.int64).reshape(-1, 2),
+                              np.array(list(self.pending.values()))))  # fmt: skip
+            keys = np.concatenate([k for k, _ in parts])
+            vals = np.concatenate([v for _, v in parts])
             self.pending.clear()
+            self._pending_arrays = []
             for wi, size in enumerate(self._sizes.tolist()):
                 packed = ((keys[:, 0] - keys[:, 0] % size) << _CELL_BITS) | keys[:, 1]
                 uniq, inv = np.unique(packed, return_inverse=True)

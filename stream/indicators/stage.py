@@ -23,7 +23,6 @@ contribution in the sum.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Iterable
@@ -31,16 +30,16 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
-from ..contract import SatisfactionEvent
 from ..ingest.records import IngestBatch
 from ..sink.clickhouse import Writer
 from ..state.lifecycle import TicketState
 from ..topology import IndicatorSettings
 from .counters import COUNTERS
 from .cube import Columns, Cube, TooLate
-from .facts import Cell, Fact, satisfaction_facts, ticket_facts
+from .facts import Cell, Fact, satisfaction_columns, ticket_facts
 
 log = logging.getLogger("cxstream.indicators")
 
@@ -67,19 +66,23 @@ class IndicatorStage:
     ) -> list[TooLate]:
         late: list[TooLate] = []
         sats = batches.get("satisfaction_event")
-        if sats is not None:
-            m = self.settings.satisfied_min_score
-            for a in sats.accepted:
-                e: SatisfactionEvent = a.event
-                late += self.cube.add(satisfaction_facts(e, m), e.event_id, kind="satisfaction")
+        if sats is not None and sats.accepted:
+            columns = satisfaction_columns([a.event for a in sats.accepted], self.settings.satisfied_min_score)
+            late += self.cube.add_columns(*columns, kind="satisfaction")
         late += self.apply_states(states, partition_of)
         # The watermark moves after the batch: a batch is judged against what came
         # before it, however much of a partition's backlog it carries.
+        newest: dict[tuple[str, int], datetime] = {}
         for contract in ("ticket_event", "satisfaction_event"):
             b = batches.get(contract)
             if b is not None:
                 for a in b.accepted:
-                    self.cube.advance(a.event.event_time, (a.record.topic, a.record.partition))
+                    source = (a.record.topic, a.record.partition)
+                    t = newest.get(source)
+                    if t is None or a.event.event_time > t:
+                        newest[source] = a.event.event_time
+        for source, t in newest.items():
+            self.cube.advance(t, source)
         return late
 
     def apply_states(self, states: Iterable[TicketState], partition_of: dict[str, int]) -> list[TooLate]:
@@ -199,18 +202,13 @@ def too_late_table(late: list[TooLate], watermark: datetime | None, recorded_at_
     )
 
 
-def _numbers(column: np.ndarray) -> list:
-    """Counts as ints (most counters are): shorter JSON, and cheaper to write than floats."""
-    as_int = column.astype(np.int64)
-    return as_int.tolist() if np.array_equal(as_int, column) else column.tolist()
-
-
 def update_messages(cube: Cube, cells: Columns, writer: int, version: int) -> list[tuple[bytes, bytes]]:
     """(key, value) Kafka messages: one ``IndicatorUpdate`` per district, its changed cells as columns.
 
-    Columnar because a replay batch changes tens of thousands of cells: a list
-    per field costs one conversion per district, not a dict per cell. Counters
-    that are zero in every cell of the message are left out.
+    Columnar because a replay batch changes tens of thousands of cells: one array
+    per field and district (written by orjson straight from numpy), not a dict
+    per cell. Counters that are zero in every cell of the message are left out;
+    counts go out as integers.
     """
     if not len(cells):
         return []
@@ -218,20 +216,24 @@ def update_messages(cube: Cube, cells: Columns, writer: int, version: int) -> li
     start = np.datetime_as_string(cells.start.astype("datetime64[s]"), unit="s", timezone="UTC")
     end = np.datetime_as_string(cells.end.astype("datetime64[s]"), unit="s", timezone="UTC")
     districts, inverse = np.unique(cols["district"].astype(str), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    integral = cells.values == np.floor(cells.values)
     out = []
     for i, district in enumerate(districts.tolist()):
-        idx = np.nonzero(inverse.reshape(-1) == i)[0]
+        idx = np.nonzero(inverse == i)[0]
         values = cells.values[idx]
+        used = values.any(axis=0)
+        counts = integral[idx].all(axis=0)
         first = idx[0]
         doc = {
             "schema_version": 1, "province": cols["province"][first], "city": cols["city"][first],
             "district": district, "writer": writer, "version": version,
             "cells": {
-                "window": cells.window[idx].tolist(), "window_start": start[idx].tolist(),
-                "window_end": end[idx].tolist(), "channel": cols["channel"][idx].tolist(),
-                "business_line": cols["business_line"][idx].tolist(),
-                "counters": {name: _numbers(values[:, j]) for j, name in enumerate(COUNTERS) if values[:, j].any()},
+                "window": cells.window[idx].tolist(), "window_start": start[idx].tolist(), "window_end": end[idx].tolist(),
+                "channel": cols["channel"][idx].tolist(), "business_line": cols["business_line"][idx].tolist(),
+                "counters": {name: (values[:, j].astype(np.int64) if counts[j] else values[:, j])
+                             for j, name in enumerate(COUNTERS) if used[j]},
             },
         }  # fmt: skip
-        out.append((district.encode(), json.dumps(doc, separators=(",", ":")).encode()))
+        out.append((district.encode(), orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)))
     return out

@@ -304,7 +304,8 @@ class IngestAgent(Service):
             needing = self.tickets.needing_history(batches)
             if needing:
                 self.tickets.reload(needing)
-                self.indicators.remember_stored(needing, partition_of)
+                if self.with_indicators:
+                    self.indicators.remember_stored(needing, partition_of)
             states = self.tickets.apply(batches, clock)
             late = self.indicators.apply(batches, states, partition_of) if self.with_indicators else []
             return self._outputs(states, late)
