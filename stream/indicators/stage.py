@@ -125,7 +125,8 @@ class IndicatorStage:
             f"SELECT ticket_id, province, city, district, channel, business_line, status, created_at, closed_at, "
             f"first_closed_at, handling_s, first_contact_resolution, internally_resolved, customer_solved, "
             f"perception_gap, sla_breach, sla_breached, sla_deadline, reopen_count, followup_reach_speed "
-            f"FROM {db}.ticket_state FINAL WHERE ticket_id IN %(ids)s",
+            # newest row per ticket without FINAL (a merge-on-read of the whole table)
+            f"FROM {db}.ticket_state WHERE ticket_id IN %(ids)s ORDER BY updated_at DESC LIMIT 1 BY ticket_id",
             parameters={"ids": ids},
         )
         for row in result.result_rows:
