@@ -331,53 +331,75 @@ class Cube:
         return sorted(pairs, key=lambda kv: (kv[0].window, kv[0].start, kv[0].cell))
 
     def _rolling_changes(self, dirty: np.ndarray) -> Columns | None:
+        """Rolling windows to publish, summed from their layer's cells (vectorised).
+
+        A window is published when a cell of its layer changed and it is current
+        or past but not final, and once when it becomes current (or is passed by
+        a watermark jump) for every cell with data in it.
+        """
         if not self.rolling or self.watermark is None:
             return None
         rows = self.rows
+        n = rows.n
         wm = _epoch(self.watermark)
         final_before = wm - self._late_s
-        names, starts, cells, sums = [], [], [], []
+        mask = (1 << _CELL_BITS) - 1
+        parts = []
         for ri, r in enumerate(self.rolling):
             li = self._win_of[r.layer.name]
-            current_end = wm - wm % r.step + r.step  # the window ending at the next step boundary is current
-            todo: set[tuple[int, int]] = set()
-            # Windows containing a changed layer cell that are current or past but not final:
-            # final_before < start + size <= current_end, and start <= s < start + size.
-            lo_bound = final_before - r.size + 1
-            hi_bound = current_end - r.size
+            step, size = r.step, r.size
+            current_end = wm - wm % step + step  # the window ending at the next step boundary is current
+            live = np.nonzero(rows.used[:n] & (rows.win[:n] == li))[0]
+            if not len(live):
+                continue
+            ends: list[np.ndarray] = []
+            cells: list[np.ndarray] = []
+
+            def windows_containing(s_arr, c_arr, first_end, last_end):
+                """Ends e in [first_end, last_end] of the windows containing each start s: s < e <= s + size."""
+                lo = np.maximum(s_arr + step, first_end)
+                lo = lo + (-lo) % step
+                hi = np.minimum(s_arr + size, last_end)
+                k = np.maximum((hi - lo) // step + 1, 0)
+                total = int(k.sum())
+                if total:
+                    offsets = np.arange(total) - np.repeat(np.cumsum(k) - k, k)
+                    ends.append(np.repeat(lo, k) + offsets * step)
+                    cells.append(np.repeat(c_arr, k))
+
             sel = dirty[rows.win[dirty] == li]
-            for s, c in zip(rows.start[sel].tolist(), rows.cell[sel].tolist()):
-                lo = max(s - r.size + r.step, lo_bound)
-                lo += (-lo) % r.step  # round up to a window start
-                for start in range(lo, min(s, hi_bound) + 1, r.step):
-                    todo.add((start, c))
+            windows_containing(rows.start[sel], rows.cell[sel], final_before + 1, current_end)
             prev = self._current_end.get(r.name)
             if prev != current_end:
-                # Windows that became current or past since the last flush (a replay batch can
-                # move the watermark by hours): publish each for every cell with data in it.
-                # (also those already final by now: each is published at least once)
+                # also those already final by now: each window is published at least once
                 after = final_before if prev is None else min(prev, current_end)
-                layer_rows = np.nonzero(rows.used[: rows.n] & (rows.win[: rows.n] == li))[0]
-                for s, c in zip(rows.start[layer_rows].tolist(), rows.cell[layer_rows].tolist()):
-                    lo = max(s + r.step, after + 1)  # window ends in (after, current_end] that contain s
-                    lo += (-lo) % r.step
-                    for end in range(lo, min(s + r.size, current_end) + 1, r.step):
-                        todo.add((end - r.size, c))
+                windows_containing(rows.start[live], rows.cell[live], after + 1, current_end)
                 self._current_end[r.name] = current_end
-            index = rows.index
-            for start, c in todo:
-                parts = [index.get((li, s, c)) for s in range(start, start + r.size, r.step)]
-                parts = [p for p in parts if p is not None]
-                names.append(len(self._tumbling) + ri)
-                starts.append(start)
-                cells.append(c)
-                sums.append(rows.vals[parts].sum(axis=0) if parts else np.zeros(WIDTH))
-        if not names:
+            if not ends:
+                continue
+            todo = np.unique(((np.concatenate(ends) - size) << _CELL_BITS) | np.concatenate(cells))
+            starts, cell_ids = todo >> _CELL_BITS, todo & mask
+            # Sum each window's layer cells: look the (start, cell) keys up in the sorted layer keys.
+            keys = (rows.start[live] << _CELL_BITS) | rows.cell[live]
+            order = np.argsort(keys)
+            keys, layer_rows = keys[order], live[order]
+            offsets = np.arange(size // step, dtype=np.int64) * step
+            sums = np.empty((len(todo), WIDTH))
+            for lo in range(0, len(todo), 2048):  # bounded memory: 2048 windows x cells x counters
+                want = ((starts[lo : lo + 2048, None] + offsets[None, :]) << _CELL_BITS) | cell_ids[lo : lo + 2048, None]
+                pos = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+                found = keys[pos] == want
+                sums[lo : lo + 2048] = (rows.vals[layer_rows[pos]] * found[..., None]).sum(axis=1)
+            parts.append((len(self._tumbling) + ri, starts, size, cell_ids, sums))
+        if not parts:
             return None
-        idx = np.array(names, np.int64)
-        start_arr = np.array(starts, np.int64)
-        sizes = np.array([r.size for r in self.rolling], np.int64)[idx - len(self._tumbling)]
-        return Columns(self._names[idx], start_arr, start_arr + sizes, np.array(cells, np.int64), np.vstack(sums))
+        return Columns(
+            self._names[np.concatenate([np.full(len(p[1]), p[0]) for p in parts])],
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[1] + p[2] for p in parts]),
+            np.concatenate([p[3] for p in parts]),
+            np.concatenate([p[4] for p in parts]),
+        )
 
     def _evict(self) -> None:
         final_before = self._final_before()
