@@ -324,7 +324,7 @@ def parser() -> argparse.ArgumentParser:
     ingest = bench_sub.add_parser("ingest", help="validated events/s into ClickHouse vs a bare aiokafka loop")
     ingest.add_argument("--events", type=int, default=200_000)
     ingest.add_argument("--seed", type=int, default=7)
-    ingest.add_argument("--repeat", type=int, default=2, help="runs of each pipeline; the best counts (default 2)")
+    ingest.add_argument("--repeat", type=int, default=3, help="runs of each pipeline; the best counts (default 3)")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(func=cmd_bench)
     return p

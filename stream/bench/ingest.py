@@ -104,7 +104,7 @@ def _fresh(settings: Settings, tmp: str, name: str) -> Settings:
     return settings.model_copy(update={"data_dir": Path(tmp) / name})
 
 
-def run_ingest_bench(events: int, seed: int, settings: Settings, repeat: int = 2) -> dict[str, Any]:
+def run_ingest_bench(events: int, seed: int, settings: Settings, repeat: int = 3) -> dict[str, Any]:
     topology = load_topology(settings.topology)
     start = datetime(2026, 11, 1, tzinfo=timezone.utc)
     tune_gc()  # as the worker does
