@@ -454,6 +454,18 @@ def _stream_rollup(client, level: str) -> dict:
     return out
 
 
+def _view_rollup(client, level: str) -> dict:
+    """``indicator_rollups`` rows of one level, keyed like the oracle's roll-ups."""
+    result = client.query(f"SELECT * FROM {DB}.indicator_rollups WHERE level = %(l)s", parameters={"l": level})
+    out = {}
+    for row in result.result_rows:
+        r = dict(zip(result.column_names, row))
+        key = CellKey(r["window"], r["window_start"].replace(tzinfo=timezone.utc), r["district"], "*", "*",
+                      r["province"], r["city"])  # fmt: skip
+        out[key] = {n: (None if r[n] is None else float(r[n])) for n in (*COUNTERS, *INDICATORS, "subscribers")}
+    return out
+
+
 def _nonempty(cells: dict) -> dict:
     return {k: v for k, v in cells.items() if any(v.get(n) for n in COUNTERS)}
 
@@ -541,5 +553,9 @@ async def test_stored_indicators_equal_the_oracle_over_a_simulated_day(broker, t
             have = {k: v for k, v in _nonempty(_stream_rollup(client, level)).items() if not beyond_horizon(k, windows, mark)}
             problems = diff(want, have, TOL)
             assert not problems, _report(f"{level} roll-up of indicator_cells vs oracle", problems, len(want))
+            # The view Grafana and the alert stage read: counters and every indicator, complaint rate included.
+            view = {k: v for k, v in _nonempty(_view_rollup(client, level)).items() if not beyond_horizon(k, windows, mark)}
+            problems = diff(oracle_values(want, base), view, TOL)
+            assert not problems, _report(f"indicator_rollups ({level}) vs oracle", problems, len(want))
     finally:
         client.close()
