@@ -14,6 +14,7 @@ from stream.contract.export import EXAMPLES
 from stream.ingest.batch import BatchSplitter
 from stream.ingest.dedup import SeenIds
 from stream.ingest.records import Accepted, RawRecord
+from stream.simulate import generate
 from stream.sink.clickhouse import Writer, connect, migrate, migrations
 from stream.sink.columns import (
     SATISFACTION_COLUMNS,
@@ -23,7 +24,6 @@ from stream.sink.columns import (
     satisfaction_table,
     ticket_table,
 )
-from stream.simulate import generate
 
 START = datetime(2026, 11, 20, tzinfo=timezone(timedelta(hours=8)))
 RAW_TTL, DEAD_TTL = timedelta(days=3650), timedelta(days=30)

@@ -15,10 +15,10 @@ from stream.contract import SatisfactionEvent, TicketEvent
 from stream.contract.export import EXAMPLES
 from stream.ingest.decode import classify, decode_batch
 from stream.ingest.records import RawRecord
-
-from .conftest import DEFECT_REASON
 from stream.simulate import generate
 from stream.simulate.defects import DEFECTS
+
+from .conftest import DEFECT_REASON
 
 START = datetime(2026, 11, 20, tzinfo=timezone(timedelta(hours=8)))
 MODELS = {"ticket_events": TicketEvent, "satisfaction_events": SatisfactionEvent}

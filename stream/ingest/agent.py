@@ -1,4 +1,4 @@
-"""The ingest agent: a Faust-hosted service that polls batches and stores them.
+"""The ingest agent: a Faust-hosted service that polls batches and runs the pipeline on them.
 
 Why not ``@app.agent``: Faust delivers to agents one event at a time (measured
 here ~10k events/s with ``stream.take()``), while this stage is batch-first by
@@ -6,19 +6,20 @@ design. The agent owns an aiokafka consumer in its own group, polls up to
 ``consumer.batch_max_events`` records with ``getmany``, and for each batch:
 
 1. validates and deduplicates (pure, :mod:`stream.ingest.batch`);
-2. stores accepted events, resends and dead letters in ClickHouse (a worker
-   thread), then the lifecycle state of the tickets the batch touches
-   (:mod:`stream.state.stage`);
-3. publishes dead letters to the dead-letter topic (original bytes, reason in
-   headers) and waits for the broker's ack;
+2. in two threads at once: stores the accepted events, resends and dead
+   letters in ClickHouse, and derives the lifecycle state of the tickets the
+   batch touches (:mod:`stream.state.stage`) and the indicator cells it changes
+   (:mod:`stream.indicators.stage`);
+3. stores the derived rows, then publishes dead letters (original bytes, reason
+   in headers) and indicator updates and waits for the broker's acks;
 4. commits the batch's offsets.
 
 Between batches it checks silent open tickets against their SLA deadline.
-Offsets are committed only after step 2 and 3 succeed, so delivery is
+Offsets are committed only after steps 2 and 3 succeed, so delivery is
 at-least-once; a redelivered event is recognised (the seen-set is warmed from
 ClickHouse at start) and ClickHouse's ReplacingMergeTree is the backstop. A
-storage failure never kills the worker: the same batch is retried with backoff
-until it is stored.
+storage failure never kills the worker: the batch is retried with backoff, its
+derived rows exactly as first derived, until it is stored.
 """
 
 from __future__ import annotations
@@ -29,19 +30,39 @@ import logging
 import threading
 import time
 from collections import defaultdict
-
 from dataclasses import dataclass
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    RebalanceInProgressError,
+)
 from mode import Service
 
+from ..indicators.stage import (
+    IndicatorStage,
+    cells_table,
+    too_late_table,
+    update_messages,
+)
 from ..runtime import metrics
 from ..sink.clickhouse import Writer
-from ..sink.columns import TABLES, dead_letter_table, duplicate_table, ticket_state_table, ticket_steps_table, utcnow
-from ..indicators.stage import IndicatorStage, cells_table, too_late_table, update_messages
+from ..sink.columns import (
+    TABLES,
+    dead_letter_table,
+    duplicate_table,
+    ticket_state_table,
+    ticket_steps_table,
+    utcnow,
+)
 from ..state.stage import TicketStage
 from ..topology import Topology
 from .batch import BatchSplitter
