@@ -188,12 +188,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_quality(args: argparse.Namespace) -> int:
     from urllib.parse import urlencode
 
-    from .quality.report import (
-        format_report,
-        quality_report,
-        report_from_json,
-        report_json,
-    )
+    from .quality.report import format_report, quality_report, report_from_json, report_json
     from .topology import parse_duration
 
     settings = _settings(args)

@@ -21,15 +21,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .common import (
-    BusinessLine,
-    Channel,
-    Code,
-    CustomerTier,
-    Envelope,
-    Identifier,
-    Region,
-)
+from .common import BusinessLine, Channel, Code, CustomerTier, Envelope, Identifier, Region
 
 Score = Annotated[int, Field(ge=1, le=10)]
 """Satisfaction on a 1-10 scale (10 = very satisfied)."""

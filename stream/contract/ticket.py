@@ -24,15 +24,7 @@ from enum import StrEnum
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .common import (
-    BusinessLine,
-    Channel,
-    Code,
-    CustomerTier,
-    Envelope,
-    Identifier,
-    Region,
-)
+from .common import BusinessLine, Channel, Code, CustomerTier, Envelope, Identifier, Region
 
 
 class TicketStep(StrEnum):
