@@ -1,0 +1,237 @@
+"""Features of one satisfaction event: the customer's recent complaints and the contact itself.
+
+:class:`CustomerHistory` is a bounded memory of each customer's recent complaints, fed with
+ticket states (:class:`stream.state.lifecycle.TicketState`) as the lifecycle stage derives them;
+complaints older than the horizon expire, and past ``max_customers`` the customer updated
+longest ago is evicted. :func:`features` reads it at a satisfaction event's time.
+
+Feature names (all present in every vector, sorted, values ``float``):
+
+- ``complaints_<category>``: number of the customer's complaints of that category created within
+  ``horizon`` before the event (the followed-up ticket included); ``complaints_other`` for
+  categories outside the spec.
+- ``open_ticket``: 1 if any of those complaints is open (as last known).
+- ``sla_breach``, ``reopen``, ``closure_<type>``: of the *linked* ticket (the one the contact
+  follows up, ``event.ticket_id``); 0 for a contact not linked to a known ticket. Baseline closure:
+  ``resolved``.
+- ``last_handling_h``: handling time (hours, created -> closed) of the linked ticket, else of the most
+  recently created closed complaint in the horizon, else 0.
+- one-hot ``channel_<c>``, ``tier_<t>``, ``plan_<p>``; the baseline levels (``hotline``, ``standard``,
+  and the spec's ``plan_baseline``) get no column, so they are absorbed by the intercept, and an
+  unknown or missing level is treated as the baseline.
+
+>>> from datetime import datetime, timedelta, timezone
+>>> from stream.contract import SatisfactionEvent
+>>> from stream.state.lifecycle import Step, fold
+>>> h = lambda n: datetime(2026, 11, 20, 9, tzinfo=timezone.utc) + timedelta(hours=n)
+>>> hist = CustomerHistory(horizon=timedelta(days=30))
+>>> hist.update(fold("T-1", [Step("e1", h(0), "created", "CRM", "c-9", complaint_category="network",
+...     sla_deadline=h(4)), Step("e2", h(6), "closed", "CRM", "c-9", closure_type="unresolved")]))
+>>> hist.update(fold("T-2", [Step("e3", h(1), "created", "CRM", "c-9", complaint_category="billing",
+...     sla_deadline=h(30))]))
+>>> e = SatisfactionEvent.model_validate({"schema_version": 1, "event_id": "s-1", "event_time": h(7),
+...     "source_system": "SURVEY", "customer_id": "c-9", "contact_id": "k-1", "channel": "app_web",
+...     "region": {"province": "P01", "city": "P01-C01", "district": "P01-C01-D01"}, "overall_score": 4,
+...     "ticket_id": "T-1", "customer_tier": "gold"})
+>>> x = features(e, hist)
+>>> list(x) == sorted(x) == list(DEFAULT_SPEC.names())
+True
+>>> {k: v for k, v in x.items() if v}
+{'channel_app_web': 1.0, 'closure_unresolved': 1.0, 'complaints_billing': 1.0, 'complaints_network': 1.0, \
+'last_handling_h': 6.0, 'open_ticket': 1.0, 'sla_breach': 1.0, 'tier_gold': 1.0}
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ..contract import SatisfactionEvent
+from ..contract.common import Channel, CustomerTier
+from ..state.lifecycle import TicketState
+
+#: the operator's complaint catalogue (docs/domain.md); others count as ``complaints_other``
+CATEGORIES: tuple[str, ...] = ("billing", "installation", "network", "product", "service")
+CLOSURES: tuple[str, ...] = ("resolved", "explained", "partially_resolved", "unresolved", "withdrawn")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which levels get a column. Baselines get none (they are the intercept)."""
+
+    categories: tuple[str, ...] = CATEGORIES
+    channels: tuple[str, ...] = tuple(c.value for c in Channel)
+    channel_baseline: str = "hotline"
+    tiers: tuple[str, ...] = tuple(t.value for t in CustomerTier)
+    tier_baseline: str = "standard"
+    plans: tuple[str, ...] = ()
+    plan_baseline: str | None = None
+    closures: tuple[str, ...] = CLOSURES
+    closure_baseline: str = "resolved"
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [f"complaints_{c}" for c in self.categories] + ["complaints_other"]
+        names += ["open_ticket", "sla_breach", "reopen", "last_handling_h"]
+        names += [f"closure_{c}" for c in self.closures if c != self.closure_baseline]
+        names += [f"channel_{c}" for c in self.channels if c != self.channel_baseline]
+        names += [f"tier_{t}" for t in self.tiers if t != self.tier_baseline]
+        names += [f"plan_{p}" for p in self.plans if p != self.plan_baseline]
+        object.__setattr__(self, "_names", tuple(sorted(set(names))))
+
+    def names(self) -> tuple[str, ...]:
+        """Every feature name, sorted."""
+        return self._names
+
+
+DEFAULT_SPEC = FeatureSpec()
+
+
+@dataclass(slots=True)
+class Complaint:
+    """What the features need of one complaint ticket (times in epoch seconds)."""
+
+    ticket_id: str
+    category: str
+    created: float
+    open: bool
+    sla_breached: bool
+    reopened: bool
+    handling_s: float | None
+    closure_type: str
+
+
+class CustomerHistory:
+    """Recent complaints per customer, bounded in time (``horizon``) and in customers (``max_customers``).
+
+    ``update`` takes every new state of a ticket (the latest replaces the earlier); complaints created
+    more than ``horizon`` before the latest event time seen are dropped by ``expire`` (called by
+    ``update`` every ``expire_every`` updates). A customer with no complaints left is forgotten; past
+    ``max_customers`` the customer updated longest ago is evicted.
+    """
+
+    def __init__(
+        self, horizon: timedelta = timedelta(days=30), max_customers: int = 500_000, expire_every: int = 10_000
+    ) -> None:
+        if horizon <= timedelta(0) or max_customers < 1:
+            raise ValueError("horizon must be positive and max_customers >= 1")
+        self.horizon = horizon
+        self.max_customers = max_customers
+        self.expire_every = expire_every
+        self.evicted = 0
+        self._customers: OrderedDict[str, dict[str, Complaint]] = OrderedDict()
+        self._watermark = float("-inf")  # latest event time seen, epoch seconds
+        self._since_expire = 0
+
+    def __len__(self) -> int:
+        return len(self._customers)
+
+    def update(self, state: TicketState) -> None:
+        """Record the latest state of one ticket."""
+        created_at = state.created_at or state.last_event_time
+        if created_at is None or not state.customer_id:
+            return
+        c = Complaint(
+            ticket_id=state.ticket_id,
+            category=state.complaint_category,
+            created=created_at.timestamp(),
+            open=state.status != "closed",
+            sla_breached=state.sla_breached,
+            reopened=state.reopen_count > 0,
+            handling_s=state.handling_s,
+            closure_type=state.closure_type,
+        )
+        if state.last_event_time is not None:
+            self._watermark = max(self._watermark, state.last_event_time.timestamp())
+        tickets = self._customers.get(state.customer_id)
+        if tickets is None:
+            tickets = self._customers[state.customer_id] = {}
+            while len(self._customers) > self.max_customers:
+                self._customers.popitem(last=False)
+                self.evicted += 1
+        else:
+            self._customers.move_to_end(state.customer_id)
+        tickets[c.ticket_id] = c
+        self._since_expire += 1
+        if self._since_expire >= self.expire_every:
+            self.expire()
+
+    def complaints(self, customer_id: str, at: datetime) -> list[Complaint]:
+        """The customer's complaints created within ``horizon`` before ``at`` (inclusive), oldest first."""
+        tickets = self._customers.get(customer_id)
+        if not tickets:
+            return []
+        t = at.timestamp()
+        lo = t - self.horizon.total_seconds()
+        return sorted((c for c in tickets.values() if lo <= c.created <= t), key=lambda c: c.created)
+
+    def ticket(self, customer_id: str, ticket_id: str) -> Complaint | None:
+        return self._customers.get(customer_id, {}).get(ticket_id)
+
+    def expire(self, now: datetime | None = None) -> int:
+        """Drop complaints created more than ``horizon`` before ``now`` (default: the latest event seen)."""
+        self._since_expire = 0
+        t = now.timestamp() if now is not None else self._watermark
+        lo = t - self.horizon.total_seconds()
+        dropped = 0
+        for cid in list(self._customers):
+            tickets = self._customers[cid]
+            old = [k for k, c in tickets.items() if c.created < lo]
+            for k in old:
+                del tickets[k]
+            dropped += len(old)
+            if not tickets:
+                del self._customers[cid]
+        return dropped
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CustomerHistory:
+        h = cls.__new__(cls)
+        h.__dict__.update(pickle.loads(data))
+        return h
+
+
+def features(
+    event: SatisfactionEvent,
+    history: CustomerHistory,
+    horizon: timedelta | None = None,
+    spec: FeatureSpec = DEFAULT_SPEC,
+) -> dict[str, float]:
+    """The feature vector of ``event`` (every name of ``spec``, sorted); ``horizon`` defaults to the history's."""
+    x = dict.fromkeys(spec.names(), 0.0)
+    at = event.event_time
+    recent = history.complaints(event.customer_id, at)
+    if horizon is not None and horizon != history.horizon:
+        lo = (at - horizon).timestamp()
+        recent = [c for c in recent if c.created >= lo]
+    known = set(spec.categories)
+    for c in recent:
+        x[f"complaints_{c.category}" if c.category in known else "complaints_other"] += 1.0
+        if c.open:
+            x["open_ticket"] = 1.0
+    linked = history.ticket(event.customer_id, event.ticket_id) if event.ticket_id else None
+    if linked is not None:
+        x["sla_breach"] = float(linked.sla_breached)
+        x["reopen"] = float(linked.reopened)
+        if not linked.open and f"closure_{linked.closure_type}" in x:
+            x[f"closure_{linked.closure_type}"] = 1.0
+    handled = (
+        linked
+        if linked is not None and linked.handling_s is not None
+        else next((c for c in reversed(recent) if c.handling_s is not None), None)
+    )
+    if handled is not None and handled.handling_s is not None:
+        x["last_handling_h"] = handled.handling_s / 3600.0
+    for prefix, level in (
+        ("channel", str(event.channel)),
+        ("tier", None if event.customer_tier is None else str(event.customer_tier)),
+        ("plan", event.plan),
+    ):
+        if level is not None and f"{prefix}_{level}" in x:
+            x[f"{prefix}_{level}"] = 1.0
+    return x
