@@ -12,12 +12,19 @@ emitted (extra spike tickets, defects per source system).
 (-2.0, 6.0)
 >>> d["incident_spike"]["start"]
 '2026-11-20T10:00:00+00:00'
+>>> "effect_change" in d  # opt-in only
+False
+>>> from datetime import timedelta
+>>> c = default_plants(World.build(1), datetime(2026, 11, 20, tzinfo=timezone.utc),
+...                    effect_change=EffectChange("network", timedelta(hours=12), -2.0))
+>>> c.describe()["effect_change"]["at"], c.describe()["effect_change"]["previous_effect"]
+('2026-11-20T12:00:00+00:00', -1.0)
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,6 +66,23 @@ def _default_category_effects() -> dict[str, float]:
 
 
 @dataclass(frozen=True)
+class EffectChange:
+    """Opt-in plant: from ``at`` on, a recent complaint of ``category`` moves the score by ``effect``.
+
+    ``at`` is a datetime, or a timedelta offset from the simulation start (resolved by
+    :func:`default_plants` and by the generator). Applies network-wide, to satisfaction events with
+    event time at or after ``at``; earlier events keep ``Plants.category_effects[category]``.
+    """
+
+    category: str
+    at: datetime | timedelta
+    effect: float
+
+    def start_time(self, start: datetime) -> datetime:
+        return start + self.at if isinstance(self.at, timedelta) else self.at
+
+
+@dataclass(frozen=True)
 class Plants:
     """What the simulator plants, stated so tests and later stages can check they find it."""
 
@@ -74,6 +98,8 @@ class Plants:
     effect_window_days: int = 30
     spike_category: str = "network"
     spike_multiplier: float = 6.0
+    #: (d, opt-in) a change of one category's network-wide effect mid-stream
+    effect_change: EffectChange | None = None
     # -- filled in by the generator from what it actually emitted -----------------------
     spike_extra_tickets: int | None = None
     #: (c) source system -> defect -> count of malformed records emitted
@@ -83,7 +109,7 @@ class Plants:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-serialisable statement of everything planted."""
-        return {
+        out: dict[str, Any] = {
             "district_effect": {
                 "district": self.install_district,
                 "category": "installation",
@@ -127,12 +153,29 @@ class Plants:
                 "consumer can attribute it only by key or by scanning the bytes",
             },
         }
+        if (c := self.effect_change) is not None:
+            out["effect_change"] = {
+                "category": c.category,
+                "at": c.at.isoformat() if isinstance(c.at, datetime) else f"start + {c.at.total_seconds():g}s",
+                "previous_effect": self.category_effects.get(c.category, 0.0),
+                "effect": c.effect,
+                "meaning": "satisfaction events at or after `at` with a complaint of this category in the window "
+                "are scored with `effect` in place of the category's network-wide effect",
+            }
+        return out
 
 
-def default_plants(world: World, start: datetime, period: timedelta = timedelta(days=1)) -> Plants:
+def default_plants(
+    world: World,
+    start: datetime,
+    period: timedelta = timedelta(days=1),
+    *,
+    effect_change: EffectChange | None = None,
+) -> Plants:
     """Default plants for ``world``: two distinct large districts, spike at ~42 % of the period.
 
     Districts with the most complaints are chosen so the effects show with modest samples.
+    ``effect_change`` (opt-in, default none) is stored with its time resolved against ``start``.
     """
     rng = random.Random(f"cxstream-plants:{world.seed}")
     big = sorted(world.districts, key=lambda d: (-d.subscribers * d.propensity, d.code))[:4]
@@ -147,12 +190,19 @@ def default_plants(world: World, start: datetime, period: timedelta = timedelta(
         spike_district=spike.code,
         spike_start=start + offset,
         spike_end=start + offset + length,
+        effect_change=None if effect_change is None else replace(effect_change, at=effect_change.start_time(start)),
     )
 
 
-def effect_on_score(plants: Plants, district: str, categories: set[str]) -> float:
-    """Shift of the mean score from recent complaint categories (network-wide + planted district)."""
-    shift = sum(plants.category_effects.get(c, 0.0) for c in categories)
+def effect_on_score(plants: Plants, district: str, categories: set[str], changed: bool = False) -> float:
+    """Shift of the mean score from recent complaint categories (network-wide + planted district).
+
+    ``changed``: the event is at or after ``plants.effect_change`` (if any), so its category takes the new effect.
+    """
+    effects = plants.category_effects
+    if changed and plants.effect_change is not None:
+        effects = effects | {plants.effect_change.category: plants.effect_change.effect}
+    shift = sum(effects.get(c, 0.0) for c in categories)
     if "installation" in categories and district == plants.install_district:
         shift += plants.install_extra_effect
     return shift

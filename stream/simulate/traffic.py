@@ -353,9 +353,13 @@ class _Planner:
         """Score every contact with the planted model, now that all complaint histories are known."""
         rng, p = self.rng, self.plants
         window = p.effect_window_days * 86400
+        # seconds from start at which the opt-in effect change applies (never, without one)
+        change_t = math.inf
+        if p.effect_change is not None:
+            change_t = (p.effect_change.start_time(self.start) - self.start).total_seconds()
         for t, cust, channel, info in self.followups:
             cats = {c for ct, c in self.history.get(cust.id, ()) if t - window <= ct <= t}
-            mu = BASE_SCORE + effect_on_score(p, cust.district.code, cats)
+            mu = BASE_SCORE + effect_on_score(p, cust.district.code, cats, changed=t >= change_t)
             if "closure" in info:
                 mu += CLOSURE_EFFECTS[info["closure"]]
                 mu += SLA_BREACH_EFFECT if info["breach"] else 0.0
