@@ -33,17 +33,22 @@ PLAN_LEVELS = tuple(sorted({p for ps in W.PLANS.values() for p in ps}))
 SPEC = FeatureSpec(plans=PLAN_LEVELS, plan_baseline=PLAN_LEVELS[0])
 
 
-@pytest.fixture(scope="module")
-def replay():
-    sim = generate(EVENTS, seed=SEED, start=START, malformed_share=0.0, resend_share=0.0)
+def _in_event_time_order(sim) -> list:
+    """The simulated events decoded, in event-time order; at a tie the ticket step first (the simulator scores with ct <= t)."""
     events = [
         TicketEvent.model_validate_json(r.value)
         if r.stream == "ticket_events"
         else SatisfactionEvent.model_validate_json(r.value)
         for r in sim.records
     ]
-    # event-time order; at a tie the ticket step first (the simulator scores with ct <= t)
     events.sort(key=lambda e: (e.event_time, isinstance(e, SatisfactionEvent)))
+    return events
+
+
+@pytest.fixture(scope="module")
+def replay():
+    sim = generate(EVENTS, seed=SEED, start=START, malformed_share=0.0, resend_share=0.0)
+    events = _in_event_time_order(sim)
     history = CustomerHistory(horizon=timedelta(days=30))
     steps: dict[str, list[Step]] = defaultdict(list)
     model = FactorModel()
@@ -168,13 +173,7 @@ def test_planted_change_of_effect_shows_within_stated_events():
     plants = default_plants(world, START, effect_change=EffectChange("network", at, -2.0))
     sim = generate(EVENTS, seed=SEED, start=START, malformed_share=0.0, resend_share=0.0, world=world, plants=plants)
     assert sim.plants.describe()["effect_change"]["previous_effect"] == -1.0
-    events = [
-        TicketEvent.model_validate_json(r.value)
-        if r.stream == "ticket_events"
-        else SatisfactionEvent.model_validate_json(r.value)
-        for r in sim.records
-    ]
-    events.sort(key=lambda e: (e.event_time, isinstance(e, SatisfactionEvent)))
+    events = _in_event_time_order(sim)
     history = CustomerHistory(horizon=timedelta(days=30))
     steps: dict[str, list[Step]] = defaultdict(list)
     model = FactorModel()

@@ -47,10 +47,3 @@ def add_sparse(into: list[float], counters: Sparse, sign: float = 1.0) -> list[f
     for i, v in counters:
         into[i] += sign * v
     return into
-
-
-def add_dense(into: list[float], other: list[float]) -> list[float]:
-    for i, v in enumerate(other):
-        if v:
-            into[i] += v
-    return into
