@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -185,6 +185,36 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from urllib.parse import quote, urlencode
+
+    from .query.explain import DistrictNotFound, explain_district, format_explanation
+    from .topology import parse_duration
+
+    settings = _settings(args)
+    window = parse_duration(args.window)
+    query = {"window": int(window.total_seconds()), "top": args.top, **({"end": args.end.isoformat()} if args.end else {})}
+    path = f"/districts/{quote(args.district, safe='')}/explain?{urlencode(query)}"
+    answer = None if args.direct else _from_worker(settings, path)
+    if answer is not None and answer[0] in (200, 404):
+        status, body = answer
+        doc = json.loads(body)
+        if status == 404:
+            print(doc["error"], file=sys.stderr)
+            return 1
+        result = _revive_times(doc)
+    else:
+        database = load_topology(settings.topology).sink.database
+        with _clickhouse(settings) as client:
+            try:
+                result = explain_district(client, database, args.district, window, args.end, args.top)
+            except DistrictNotFound as exc:
+                print(str(exc), file=sys.stderr)
+                return 1
+    print(json.dumps(result, default=_json_default, indent=2) if args.json else format_explanation(result))
+    return 0
+
+
 def cmd_quality(args: argparse.Namespace) -> int:
     from urllib.parse import urlencode
 
@@ -209,6 +239,12 @@ def cmd_quality(args: argparse.Namespace) -> int:
     else:
         print("no events in the selected windows", file=sys.stderr)
     return 0
+
+
+def _aware_time(text: str) -> datetime:
+    """ISO 8601; a time without an offset is taken as UTC."""
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def _revive_times(doc):
@@ -301,6 +337,15 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--direct", action="store_true", help="read ClickHouse directly, not through a running worker")
     tr.set_defaults(func=cmd_trace)
+
+    ex = sub.add_parser("explain", help="the top factors behind a district's satisfaction in a window")
+    ex.add_argument("district", help="district code, or '*' for the network-wide model")
+    ex.add_argument("--window", default="1d", help="window length ending at --end (default 1d)")
+    ex.add_argument("--end", type=_aware_time, help="window end (ISO 8601); default: end of the newest hour with data")
+    ex.add_argument("--top", type=int, default=5, help="how many factors (default 5)")
+    ex.add_argument("--json", action="store_true")
+    ex.add_argument("--direct", action="store_true", help="read ClickHouse directly, not through a running worker")
+    ex.set_defaults(func=cmd_explain)
 
     qual = sub.add_parser("quality", help="data quality per source system and window")
     qual.add_argument("--window", help="window length, e.g. 1h or 1d (default: topology quality.window)")

@@ -39,7 +39,10 @@ __all__ = [
     "ConsumerSettings",
     "DedupSettings",
     "Duration",
+    "FactorSet",
     "IndicatorSettings",
+    "Levels",
+    "ModelSettings",
     "QualitySettings",
     "WindowSpec",
     "SinkSettings",
@@ -310,6 +313,63 @@ class QualitySettings(_Strict):
     refresh_interval: Duration = Field(description="How often the worker recomputes, stores and exports it.")
 
 
+class Levels(_Strict):
+    """One categorical factor: a 0/1 column per level except the baseline (which the intercept absorbs)."""
+
+    levels: list[str] = Field(description="Levels that get a column (the baseline may be listed; it gets none).")
+    baseline: str | None = Field(default=None, description="The reference level; events at it, or at an unlisted level, get no column.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "Levels":
+        if len(self.levels) != len(set(self.levels)):
+            raise ValueError(f"levels must be distinct: {self.levels}")
+        return self
+
+
+#: ticket-handling factors the feature builder knows (stream/model/features.py)
+TICKET_FACTORS = ("open_ticket", "sla_breach", "reopen", "last_handling_h")
+
+
+class FactorSet(_Strict):
+    """Which factors the model estimates (see stream/model/features.py for their exact meaning)."""
+
+    complaint_categories: list[str] = Field(
+        description="complaints_<category>: the customer's complaints of it within the horizon; others count as complaints_other."
+    )
+    ticket: list[Literal["open_ticket", "sla_breach", "reopen", "last_handling_h"]] = Field(
+        description="Ticket-handling factors: open_ticket, sla_breach, reopen, last_handling_h."
+    )
+    closure_types: Levels = Field(description="closure_<type> of the ticket the contact follows up.")
+    channels: Levels = Field(description="channel_<channel> of the contact.")
+    customer_tiers: Levels = Field(description="tier_<tier> of the customer.")
+    plans: Levels = Field(description="plan_<plan> of the customer.")
+
+    @field_validator("closure_types", "channels", "customer_tiers")
+    @classmethod
+    def _known_levels(cls, levels: Levels, info) -> Levels:
+        from .contract import Channel, ClosureType, CustomerTier
+
+        enum = {"closure_types": ClosureType, "channels": Channel, "customer_tiers": CustomerTier}[info.field_name]
+        known = [e.value for e in enum]
+        unknown = [v for v in [*levels.levels, levels.baseline] if v is not None and v not in known]
+        if unknown:
+            raise ValueError(f"unknown level(s) {unknown}; known: {known}")
+        return levels
+
+
+class ModelSettings(_Strict):
+    """The online factor model (stream/model)."""
+
+    horizon: Duration = Field(description="A complaint counts as a factor of satisfaction events this long after it was created.")
+    max_customers: int = Field(ge=1, description="Memory bound of customer histories; the least recently updated leave first.")
+    memory: int | None = Field(
+        ge=2, description="Forgetting: an event k events old (of its model) weighs (1 - 1/memory)^k; null never forgets."
+    )
+    prior: float = Field(gt=0, description="Pseudo-events pulling every coefficient towards 0 (shrinks thin districts).")
+    publish_interval: Duration = Field(description="How often coefficients, exposures and a model snapshot are stored and sent.")
+    factors: FactorSet
+
+
 class Topology(_Strict):
     """The whole ``topology.yaml``."""
 
@@ -320,6 +380,7 @@ class Topology(_Strict):
     state: StateSettings
     indicators: IndicatorSettings
     quality: QualitySettings
+    model: ModelSettings
     sink: SinkSettings
 
     @field_validator("topics")

@@ -77,6 +77,19 @@ indicators:
   windows:
     - {name: 1h, kind: tumbling, size: 1h}
     - {name: 24h, kind: rolling, size: 24h, step: 1h}
+model:
+  horizon: 30d
+  max_customers: 1000
+  memory: 20000
+  prior: 1
+  publish_interval: 1m
+  factors:
+    complaint_categories: [billing, network]
+    ticket: [open_ticket, sla_breach]
+    closure_types: {levels: [resolved, unresolved], baseline: resolved}
+    channels: {levels: [hotline, app_web], baseline: hotline}
+    customer_tiers: {levels: [standard, gold], baseline: standard}
+    plans: {levels: [], baseline: null}
 """
 
 
@@ -227,7 +240,7 @@ def test_out_of_range_message_is_exact(tmp_path: Path) -> None:
         (20, "    retention: -1d", 20, "topics.dead_letters.retention", "invalid duration"),
         # unknown contract / key not in the contract
         (12, "    contract: satisfaction", 12, "topics.satisfaction_events.contract",
-         "unknown contract 'satisfaction'; known: indicator_update, satisfaction_event, subscriber_base, ticket_event"),
+         "unknown contract 'satisfaction'; known: factor_coefficients, indicator_update, satisfaction_event, subscriber_base, ticket_event"),
         (9, "    key: msisdn", 3, "topics.ticket_events", "'msisdn' is not a field of contract"),
     ],
 )
@@ -252,7 +265,7 @@ def test_unknown_key_is_an_error_with_suggestion(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     [error] = errors_of(VALID + "windows:\n  - 5m\n", tmp_path)
-    assert error.endswith(":56: windows: unknown key")
+    assert error.endswith(":69: windows: unknown key")
 
 
 def test_missing_required_topic(tmp_path: Path) -> None:
@@ -295,7 +308,7 @@ def test_all_errors_reported_one_per_line(tmp_path: Path) -> None:
         (edit(31, "  horizon: [7d"), 32, "expected ',' or ']'"),
         (edit(25, "    batch_max_events: 1"), 25, "mapping values are not allowed here"),
         (edit(14, "\tretention: 7d"), 14, "cannot start any token"),
-        (VALID + "---\nversion: 1\n", 56, "expected a single document in the stream, but found"),
+        (VALID + "---\nversion: 1\n", 69, "expected a single document in the stream, but found"),
     ],
 )
 def test_bad_yaml(tmp_path: Path, text: str, line_no: int, fragment: str) -> None:
@@ -319,3 +332,16 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_topology_error_is_value_error() -> None:
     assert issubclass(TopologyError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("line", "new", "expected"),
+    [
+        (64, "    ticket: [open_ticket, sla_brech]", ":64: model.factors.ticket.1: Input should be"),
+        (66, "    channels: {levels: [hotline, fax], baseline: hotline}", ":66: model.factors.channels: unknown level(s) ['fax']"),
+        (59, "  memory: 1", ":59: model.memory: Input should be greater than or equal to 2"),
+    ],
+)
+def test_model_section_errors_name_line_and_field(line, new, expected, tmp_path):
+    errs = errors_of(edit(line, new), tmp_path)
+    assert any(expected in e for e in errs), errs

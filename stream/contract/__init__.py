@@ -7,7 +7,7 @@ from them (``cxstream schemas export``) and a test fails when the two drift.
 from pydantic import BaseModel
 
 from .common import BusinessLine, Channel, CustomerTier, Envelope, Region
-from .reference import IndicatorCells, IndicatorUpdate, SubscriberBase
+from .reference import FactorCoefficients, FactorEstimate, IndicatorCells, IndicatorUpdate, SubscriberBase
 from .satisfaction import HotlineDimensions, SatisfactionEvent
 from .ticket import ClosureType, TicketEvent, TicketStep
 
@@ -22,11 +22,14 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     **EVENT_CONTRACTS,
     "subscriber_base": SubscriberBase,
     "indicator_update": IndicatorUpdate,
+    "factor_coefficients": FactorCoefficients,
 }
 
 __all__ = [
     "CONTRACTS",
     "EVENT_CONTRACTS",
+    "FactorCoefficients",
+    "FactorEstimate",
     "IndicatorCells",
     "IndicatorUpdate",
     "SubscriberBase",

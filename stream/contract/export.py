@@ -102,6 +102,26 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             },
         }
     ],
+    "factor_coefficients": [
+        {
+            "schema_version": 1,
+            "district": "P01-C02-D03",
+            "province": "P01",
+            "city": "P01-C02",
+            "shard": "0,1,2,3,4,5",
+            "as_of": "2026-11-20T09:59:58.120Z",
+            "published_at": "2026-11-20T10:00:03.412Z",
+            "n": 18342,
+            "n_eff": 14980.4,
+            "intercept": 8.31,
+            "residual_sd": 1.02,
+            "factors": {
+                "complaints_network": {"coefficient": -1.04, "stderr": 0.03},
+                "sla_breach": {"coefficient": -0.61, "stderr": 0.08},
+                "tier_gold": {"coefficient": 0.02, "stderr": 0.04},
+            },
+        }
+    ],
 }
 
 

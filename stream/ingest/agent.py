@@ -53,6 +53,7 @@ from ..indicators.stage import (
     too_late_table,
     update_messages,
 )
+from ..model.stage import ModelOutput, ModelStage
 from ..runtime import metrics
 from ..sink.clickhouse import Writer
 from ..sink.columns import (
@@ -98,6 +99,7 @@ class _Derived:
     late: list
     version: int
     messages: list[tuple[bytes, bytes]]
+    model: ModelOutput | None = None  # a factor-model publication, when one was due
 
 
 class Progress:
@@ -138,6 +140,7 @@ class IngestAgent(Service):
         writer: Writer,
         progress_interval: float = 10.0,
         indicators: bool = True,  # off only to measure what the indicator stage costs (cxstream bench ingest)
+        model: bool = True,  # likewise the factor-model stage
         **kw,
     ):
         super().__init__(**kw)
@@ -169,6 +172,10 @@ class IngestAgent(Service):
         )  # fmt: skip
         self.indicator_topic = topology.topics["indicator_updates"].name
         self.with_indicators = indicators
+        self.model = ModelStage(topology.model, topology.consumer.group_id)
+        self.with_model = model
+        self.satisfaction_topic = topology.topics["satisfaction_events"].name
+        self.factor_topic = topology.topics["factor_coefficients"].name
         self._sla_backlog: list[_Derived] = []
         self.ticket_topic = topology.topics["ticket_events"].name
         self._sla_checked_at = 0.0
@@ -218,6 +225,8 @@ class IngestAgent(Service):
     async def on_stop(self) -> None:
         self._stopping = True
         await asyncio.to_thread(self._wait_for_storage)
+        if self.with_model and self.model.pending():
+            await self._final_publication()
         if self.consumer:
             await self.consumer.stop()
         if self.producer:
@@ -261,6 +270,7 @@ class IngestAgent(Service):
         # Validation is CPU work and storage is blocking I/O: both run in a
         # thread so heartbeats and the web server stay responsive.
         batches = await asyncio.to_thread(self.splitter.split, records)
+        positions = {tp.partition: msgs[-1].offset for tp, msgs in polled.items() if tp.topic == self.satisfaction_topic}
         derived: _Derived | None = None
         raw_stored = False
         attempt = 0
@@ -272,7 +282,7 @@ class IngestAgent(Service):
                 if not raw_stored:
                     jobs.append(asyncio.to_thread(self._store_raw, batches, now))
                 if derived is None:  # derived once: a retry stores the same rows again
-                    jobs.append(asyncio.to_thread(self._derive, batches, clock))
+                    jobs.append(asyncio.to_thread(self._derive, batches, clock, positions))
                 results = list(await asyncio.gather(*jobs, return_exceptions=True))
                 failed = [r for r in results if isinstance(r, BaseException)]
                 if not raw_stored and not isinstance(results[0], BaseException):
@@ -314,12 +324,30 @@ class IngestAgent(Service):
         self.batches_done += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
+    async def _final_publication(self) -> None:
+        """What the models learned since their last publication, and a snapshot, so a restart resumes here."""
+        out = self.model.publish(utcnow())
+        try:
+            await asyncio.to_thread(self._store_model, out)
+            if self.producer is not None:
+                await self._send(self.factor_topic, out.messages)
+        except Exception as exc:  # stopping anyway: the next start learns the stored events again
+            log.warning("final factor-model publication failed (%s); the next start relearns from ClickHouse", exc)
+
+    def _store_model(self, out: ModelOutput) -> None:
+        if len(out.coefficients):
+            self._insert("factor_coefficients", out.coefficients)
+        if len(out.exposure):
+            self._insert("factor_exposure", out.exposure)
+        self._insert("factor_model_snapshots", out.snapshot)  # last: it vouches for what came before
+        metrics.MODEL_PUBLISHED.inc()
+
     def _wait_for_storage(self) -> None:
         with self._storing, self._storing_raw:
             pass
 
-    def _derive(self, batches: dict[str, IngestBatch], clock: datetime) -> _Derived:
-        """Lifecycle state and indicator cells for a batch (reads ClickHouse first, then changes memory)."""
+    def _derive(self, batches: dict[str, IngestBatch], clock: datetime, positions: dict[int, int]) -> _Derived:
+        """Lifecycle state, indicator cells and factor-model learning for a batch (reads ClickHouse first)."""
         with self._storing:
             partition_of = self.tickets.store.partition_of
             needing = self.tickets.needing_history(batches)
@@ -329,13 +357,19 @@ class IngestAgent(Service):
                     self.indicators.remember_stored(needing, partition_of)
             states = self.tickets.apply(batches, clock)
             late = self.indicators.apply(batches, states, partition_of) if self.with_indicators else []
+            if self.with_model:
+                self.model.observe(states)
+                sat = batches.get("satisfaction_event")
+                learned = self.model.learn(sat.accepted if sat else [], positions)
+                metrics.MODEL_LEARNED.inc(learned)
             return self._outputs(states, late)
 
     def _outputs(self, states: list, late: list) -> _Derived:
         cells = self.indicators.flush()
         version = self._next_version()
         messages = update_messages(self.indicators.cube, cells, self.indicators.writer_id, version)
-        return _Derived(states, cells, late, version, messages)
+        model = self.model.publish(utcnow()) if self.with_model and self.model.due() else None
+        return _Derived(states, cells, late, version, messages, model)
 
     def _store_raw(self, batches: dict[str, IngestBatch], now: datetime) -> None:
         """Accepted events, dead letters and resends (through the second connection)."""
@@ -368,6 +402,8 @@ class IngestAgent(Service):
         if d.late:
             self._insert("indicator_too_late", too_late_table(d.late, self.indicators.cube.watermark, d.version))
             metrics.INDICATOR_TOO_LATE.inc(len(d.late))
+        if d.model is not None:
+            self._store_model(d.model)
 
     def _store_checked(self, d: _Derived) -> None:
         with self._storing:
@@ -385,9 +421,10 @@ class IngestAgent(Service):
         self._sla_checked_at = time.monotonic()
         clock = self.tickets.sla_clock(caught_up=self._caught_up())
         states = self.tickets.check_sla(clock)
-        if states:
+        if states or (self.with_model and self.model.due()):  # the model publishes on time when idle too
             late = self.indicators.apply_states(states, self.tickets.store.partition_of) if self.with_indicators else []
             self._sla_backlog.append(self._outputs(states, late))
+        if states:
             metrics.SLA_OVERDUE.inc(len(states))
             log.info("SLA: %d open tickets went past their deadline", len(states))
         while self._sla_backlog:  # derived once, stored (and published) until it succeeds
@@ -395,6 +432,8 @@ class IngestAgent(Service):
             try:
                 await asyncio.to_thread(self._store_checked, derived)
                 await self._send(self.indicator_topic, derived.messages)
+                if derived.model is not None:
+                    await self._send(self.factor_topic, derived.model.messages)
             except _Stopping:
                 break
             except Exception as exc:
@@ -416,6 +455,8 @@ class IngestAgent(Service):
             for r in batch.rejected
         ]
         futures += [await self.producer.send(self.indicator_topic, value=v, key=k) for k, v in derived.messages]
+        if derived.model is not None:
+            futures += [await self.producer.send(self.factor_topic, value=v, key=k) for k, v in derived.model.messages]
         if futures:
             await asyncio.gather(*futures)
 
@@ -435,10 +476,15 @@ class IngestAgent(Service):
                 metrics.REJECTS.labels(stream, r.reason).inc()
         self.progress.add(batches)
         metrics.SEEN_IDS.set(sum(len(s) for s in self.splitter.seen.values()))
+        metrics.MODEL_CUSTOMERS.set(len(self.model.history))
 
-    def restore(self, ticket_partitions: list[int], partitions: list[int]) -> None:
-        """After an assignment: the partitions' watermark, their open tickets and what those contributed."""
+    def restore(self, ticket_partitions: list[int], partitions: list[int], satisfaction_partitions: list[int]) -> None:
+        """After an assignment: the partitions' watermark, their open tickets and what those contributed,
+        the customer histories and the factor models."""
         with self._storing:
+            if self.with_model:
+                self.model.restore(self.writer, satisfaction_partitions, ticket_partitions)
+                metrics.MODEL_CUSTOMERS.set(len(self.model.history))
             self.indicators.restore_watermark(partitions)
             before = set(self.tickets.store.records)
             self.tickets.restore_open(ticket_partitions)
@@ -489,5 +535,5 @@ class _TicketPartitions(ConsumerRebalanceListener):
         parts = [tp.partition for tp in assigned if tp.topic == self.agent.ticket_topic]
         sat_parts = [tp.partition for tp in assigned if tp.topic != self.agent.ticket_topic]
         if parts or sat_parts:
-            await asyncio.to_thread(self.agent.restore, parts, sorted(set(parts) | set(sat_parts)))
+            await asyncio.to_thread(self.agent.restore, parts, sorted(set(parts) | set(sat_parts)), sorted(sat_parts))
         self.agent.ready.set()  # ready = partitions assigned and their open tickets restored

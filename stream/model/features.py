@@ -51,6 +51,7 @@ from datetime import datetime, timedelta
 from ..contract import SatisfactionEvent
 from ..contract.common import Channel, CustomerTier
 from ..state.lifecycle import TicketState
+from ..topology import TICKET_FACTORS, FactorSet
 
 #: the operator's complaint catalogue (docs/domain.md); others count as ``complaints_other``
 CATEGORIES: tuple[str, ...] = ("billing", "installation", "network", "product", "service")
@@ -63,23 +64,43 @@ class FeatureSpec:
 
     categories: tuple[str, ...] = CATEGORIES
     channels: tuple[str, ...] = tuple(c.value for c in Channel)
-    channel_baseline: str = "hotline"
+    channel_baseline: str | None = "hotline"
     tiers: tuple[str, ...] = tuple(t.value for t in CustomerTier)
-    tier_baseline: str = "standard"
+    tier_baseline: str | None = "standard"
     plans: tuple[str, ...] = ()
     plan_baseline: str | None = None
     closures: tuple[str, ...] = CLOSURES
-    closure_baseline: str = "resolved"
+    closure_baseline: str | None = "resolved"
+    ticket: tuple[str, ...] = TICKET_FACTORS
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [f"complaints_{c}" for c in self.categories] + ["complaints_other"]
-        names += ["open_ticket", "sla_breach", "reopen", "last_handling_h"]
+        unknown = set(self.ticket) - set(TICKET_FACTORS)
+        if unknown:
+            raise ValueError(f"unknown ticket factor(s) {sorted(unknown)}; known: {list(TICKET_FACTORS)}")
+        names += list(self.ticket)
         names += [f"closure_{c}" for c in self.closures if c != self.closure_baseline]
         names += [f"channel_{c}" for c in self.channels if c != self.channel_baseline]
         names += [f"tier_{t}" for t in self.tiers if t != self.tier_baseline]
         names += [f"plan_{p}" for p in self.plans if p != self.plan_baseline]
         object.__setattr__(self, "_names", tuple(sorted(set(names))))
+
+    @classmethod
+    def from_settings(cls, factors: FactorSet) -> FeatureSpec:
+        """The factor set declared in ``topology.yaml`` (``model.factors``)."""
+        return cls(
+            categories=tuple(factors.complaint_categories),
+            channels=tuple(factors.channels.levels),
+            channel_baseline=factors.channels.baseline,
+            tiers=tuple(factors.customer_tiers.levels),
+            tier_baseline=factors.customer_tiers.baseline,
+            plans=tuple(factors.plans.levels),
+            plan_baseline=factors.plans.baseline,
+            closures=tuple(factors.closure_types.levels),
+            closure_baseline=factors.closure_types.baseline,
+            ticket=tuple(factors.ticket),
+        )
 
     def names(self) -> tuple[str, ...]:
         """Every feature name, sorted."""
@@ -158,6 +179,17 @@ class CustomerHistory:
         if self._since_expire >= self.expire_every:
             self.expire()
 
+    def add(self, customer_id: str, complaint: Complaint) -> None:
+        """One complaint as stored (a restart rebuilds histories from ``ticket_state``)."""
+        self._watermark = max(self._watermark, complaint.created)
+        tickets = self._customers.get(customer_id)
+        if tickets is None:
+            tickets = self._customers[customer_id] = {}
+            while len(self._customers) > self.max_customers:
+                self._customers.popitem(last=False)
+                self.evicted += 1
+        tickets[complaint.ticket_id] = complaint
+
     def complaints(self, customer_id: str, at: datetime) -> list[Complaint]:
         """The customer's complaints created within ``horizon`` before ``at`` (inclusive), oldest first."""
         tickets = self._customers.get(customer_id)
@@ -212,12 +244,14 @@ def features(
     known = set(spec.categories)
     for c in recent:
         x[f"complaints_{c.category}" if c.category in known else "complaints_other"] += 1.0
-        if c.open:
+        if c.open and "open_ticket" in x:
             x["open_ticket"] = 1.0
     linked = history.ticket(event.customer_id, event.ticket_id) if event.ticket_id else None
     if linked is not None:
-        x["sla_breach"] = float(linked.sla_breached)
-        x["reopen"] = float(linked.reopened)
+        if "sla_breach" in x:
+            x["sla_breach"] = float(linked.sla_breached)
+        if "reopen" in x:
+            x["reopen"] = float(linked.reopened)
         if not linked.open and f"closure_{linked.closure_type}" in x:
             x[f"closure_{linked.closure_type}"] = 1.0
     handled = (
@@ -225,7 +259,7 @@ def features(
         if linked is not None and linked.handling_s is not None
         else next((c for c in reversed(recent) if c.handling_s is not None), None)
     )
-    if handled is not None and handled.handling_s is not None:
+    if handled is not None and handled.handling_s is not None and "last_handling_h" in x:
         x["last_handling_h"] = handled.handling_s / 3600.0
     for prefix, level in (
         ("channel", str(event.channel)),

@@ -1,34 +1,32 @@
 """Online factor regression: satisfaction score on complaint factors, per district and network-wide.
 
 Each district, and the network as a whole (:data:`NETWORK`), has a river
-``linear_model.LinearRegression`` trained by plain SGD on the *raw* features (no standardisation,
-so a coefficient is an effect in score points per unit of its feature: "a network complaint in the
-horizon costs 1.0 point"). Features on a larger scale than 0/1 are divided by a fixed constant
-(``scale``, 48 for ``last_handling_h``) before learning and the coefficient is scaled back, so
-one learning rate suits all of them.
+``linear_model.BayesianLinearRegression``: exact (conjugate) least squares updated batch by batch
+with ``learn_many``, on the *raw* features plus a constant, so a coefficient is an effect in score
+points per unit of its factor ("a network complaint in the horizon costs 1.0 point").
 
-A constant-rate SGD iterate wanders around the least-squares solution (sd ~ sqrt(lr / 2) points
-per coefficient); the published coefficients are therefore the *averaged* iterate (Polyak-Ruppert):
-after ``warmup`` updates, the running mean of the iterates, then an exponentially weighted mean over
-~``average_window`` updates so that a change of effect still shows (about ``0.75 * average_window``
-updates of that model to move halfway to a new effect). ``stability`` is the exponentially weighted
-standard deviation of each published coefficient over ~``stability_window`` updates (of the raw
-iterate during warmup): small once the data pin the coefficient down.
+Forgetting: with ``memory`` set, river's ``smoothing`` is ``1 - 1/memory``, so the estimate is a
+weighted least-squares fit in which an event ``k`` events old (of that model) weighs
+``(1 - 1/memory) ** k``: a change of effect is half-way shown after ``~0.69 * memory`` events of
+that model. With ``memory=None`` nothing is forgotten and the estimate is ordinary least squares
+over every event (up to a weak prior of ``prior`` pseudo-events pulling each weight towards 0).
 
-Defaults (lr 0.1, warmup 3000, average_window 20000) are tuned on the simulator: ~54k satisfaction
-events put every network-wide coefficient within 0.07 points of batch least squares
-(tests/test_factor_model.py). Keep ``lr * |x|^2`` well below 2 (plain SGD diverges past it): with
-0/1 factors and ``last_handling_h / 48`` a row's squared norm stays around 10.
+``stderr`` is the standard error of each coefficient of that weighted fit:
+``sqrt(sigma^2 * (sum w^2 / sum w) * diag(posterior covariance))``, where ``sigma^2`` is the weighted
+mean of squared prediction errors (each batch is predicted before it is learned); ``n_eff``
+(``(sum w)^2 / sum w^2``) is the number of equally weighted events the fit is worth.
 
 >>> import random
->>> m = FactorModel(warmup=1000)
+>>> m = FactorModel(["complaints_network", "tier_gold"], memory=None)
 >>> rng = random.Random(1)
 >>> for _ in range(4000):
 ...     x = {"complaints_network": float(rng.random() < 0.3), "tier_gold": float(rng.random() < 0.2)}
 ...     m.learn("D1", x, 8.0 - 1.2 * x["complaints_network"] + rng.gauss(0, 0.5))
 >>> r = m.report("D1")
->>> r.n, round(r.coefficients["complaints_network"], 1), round(r.coefficients["tier_gold"], 1)
-(4000, -1.2, 0.0)
+>>> r.n, round(r.coefficients["complaints_network"], 1), abs(r.coefficients["tier_gold"]) < 0.05
+(4000, -1.2, True)
+>>> 0.01 < r.stderr["complaints_network"] < 0.03, round(r.residual_sd, 1)
+(True, 0.5)
 >>> m.top_factors(NETWORK, 1)[0][0]
 'complaints_network'
 >>> FactorModel.from_bytes(m.to_bytes()).coefficients("D1") == m.coefficients("D1")
@@ -39,12 +37,18 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from river import linear_model, optim
+import numpy as np
+import pandas as pd
+from river import linear_model
 
 #: key of the network-wide model
 NETWORK = "*"
+#: name of the constant column (its weight is the intercept: the score with every factor at 0)
+INTERCEPT = "intercept"
 
 
 @dataclass(frozen=True)
@@ -53,93 +57,116 @@ class FactorReport:
 
     district: str
     n: int  # satisfaction events learned
+    n_eff: float  # equally weighted events the (forgetting) fit is worth
     intercept: float
     coefficients: dict[str, float]  # factor -> effect on the score, points per unit
-    stability: dict[str, float]  # factor -> EW std of the published coefficient over ~stability_window updates
+    stderr: dict[str, float]  # factor -> standard error of the coefficient, points
+    residual_sd: float  # typical prediction error of the score, points
 
 
 @dataclass
 class _Tracked:
-    model: linear_model.LinearRegression
+    model: linear_model.BayesianLinearRegression
     n: int = 0
-    avg: dict[str, float] = field(default_factory=dict)  # averaged weights, points per unit (+ "__intercept__")
-    mean: dict[str, float] = field(default_factory=dict)  # EW mean of the published weights, for stability
-    var: dict[str, float] = field(default_factory=dict)
-    scale: dict[str, float] = field(default_factory=dict)  # feature -> multiplier applied before learning
-
-
-_INTERCEPT = "__intercept__"
+    w: float = 0.0  # sum of the current weights of the events learned
+    w2: float = 0.0  # sum of their squares
+    sse: float = 0.0  # weighted sum of squared prediction errors (of events predicted before being learned)
+    wp: float = 0.0  # sum of the current weights of those events
 
 
 class FactorModel:
-    """Online regression of the overall score on factors, one model per district plus :data:`NETWORK`."""
+    """Online regression of the overall score on ``factors``, one model per district plus :data:`NETWORK`."""
 
-    def __init__(
-        self,
-        lr: float = 0.1,
-        intercept_lr: float = 0.05,
-        scale: dict[str, float] | None = None,
-        warmup: int = 3000,
-        average_window: int = 20_000,
-        stability_window: int = 2000,
-    ) -> None:
-        self.lr, self.intercept_lr = lr, intercept_lr
-        #: fixed divisors of features not on a 0/1 scale (keeps lr * |x|^2 well below 2)
-        self.scale = {"last_handling_h": 48.0} if scale is None else dict(scale)
-        self.warmup, self.average_window, self.stability_window = warmup, average_window, stability_window
+    def __init__(self, factors: Sequence[str], memory: int | None = 20_000, prior: float = 1.0) -> None:
+        if memory is not None and memory < 2:
+            raise ValueError("memory must be >= 2 events (or None: no forgetting)")
+        self.factors = tuple(factors)
+        self.columns = (INTERCEPT, *self.factors)
+        self.memory = memory
+        self.smoothing = None if memory is None else 1.0 - 1.0 / memory
+        # The prior is worth `prior` events of unit-valued factors; river scales data by
+        # (1 - smoothing) when smoothing, so the prior precision is scaled alike.
+        self.alpha = 1.0 / (prior * (1.0 if memory is None else 1.0 / memory))
         self._models: dict[str, _Tracked] = {}
 
     def _new(self) -> _Tracked:
-        return _Tracked(
-            linear_model.LinearRegression(optimizer=optim.SGD(self.lr), intercept_lr=self.intercept_lr, l2=0.0)
-        )
+        return _Tracked(linear_model.BayesianLinearRegression(alpha=self.alpha, beta=1.0, smoothing=self.smoothing))
 
     def districts(self) -> list[str]:
         return sorted(self._models)
 
     def learn(self, district: str, x: dict[str, float], y: float) -> None:
-        """Learn one satisfaction event in its district's model and in the network-wide one."""
-        for key in (district, NETWORK) if district != NETWORK else (NETWORK,):
-            t = self._models.get(key)
-            if t is None:
-                t = self._models[key] = self._new()
-            sc = t.scale
-            for k in x:
-                if k not in sc:
-                    sc[k] = 1.0 / self.scale.get(k, 1.0)
-            t.model.learn_one({k: v * sc[k] for k, v in x.items()}, y)
-            t.n += 1
-            self._track(t)
+        """Learn one satisfaction event (``x``: factor -> value; missing factors are 0)."""
+        row = np.array([[x.get(f, 0.0) for f in self.factors]], dtype=np.float64)
+        self.learn_many([district], row, np.array([y], dtype=np.float64))
 
-    def _track(self, t: _Tracked) -> None:
-        w = {k: v * t.scale.get(k, 1.0) for k, v in t.model.weights.items()}
-        w[_INTERCEPT] = t.model.intercept
-        if t.n > self.warmup:
-            b = max(1.0 / (t.n - self.warmup), 1.0 / self.average_window)
-            for k, v in w.items():
-                old = t.avg.get(k, v)
-                t.avg[k] = old + b * (v - old)
-            w = t.avg
-        # stability of what is published (the raw iterate during warmup, then the average)
-        a = 1.0 / self.stability_window
-        for k, v in w.items():
-            m = t.mean.get(k, v)
-            d = v - m
-            t.mean[k] = m + a * d
-            t.var[k] = (1 - a) * (t.var.get(k, 0.0) + a * d * d)
+    def learn_many(self, districts: Sequence[str], X: np.ndarray, y: np.ndarray) -> list[str]:
+        """Learn rows in order: row ``i`` (columns in ``factors`` order) scored ``y[i]`` in ``districts[i]``.
+
+        Every row goes to its district's model and to the network-wide one. Returns the models changed.
+        """
+        if len(districts) == 0:
+            return []
+        rows: dict[str, list[int]] = defaultdict(list)
+        for i, d in enumerate(districts):
+            rows[d].append(i)
+        design = np.hstack([np.ones((len(X), 1)), np.asarray(X, dtype=np.float64)])
+        y = np.asarray(y, dtype=np.float64)
+        groups = [(d, np.asarray(ix)) for d, ix in rows.items() if d != NETWORK]
+        groups.append((NETWORK, np.arange(len(design))))
+        for d, ix in groups:
+            t = self._models.get(d)
+            if t is None:
+                t = self._models[d] = self._new()
+            self._learn(t, design[ix], y[ix])
+        return [d for d, _ in groups]
+
+    def _learn(self, t: _Tracked, design: np.ndarray, y: np.ndarray) -> None:
+        frame = pd.DataFrame(design, columns=self.columns, copy=False)
+        k = len(y)
+        s = self.smoothing
+        ages = np.arange(k - 1, -1, -1)
+        weights = np.ones(k) if s is None else (1 - s) * s**ages
+        decay = 1.0 if s is None else s**k
+        if t.n:  # prequential error: predict the batch with what was known before it
+            err = y - np.asarray(t.model.predict_many(frame), dtype=np.float64)
+            t.sse = decay * t.sse + float(weights @ (err * err))
+            t.wp = decay * t.wp + float(weights.sum())
+        self._keep_invertible(t.model)
+        t.model.learn_many(frame, pd.Series(y, copy=False))
+        t.n += k
+        t.w = decay * t.w + float(weights.sum())
+        t.w2 = decay * decay * t.w2 + float(weights @ weights)
+
+    def _keep_invertible(self, model: linear_model.BayesianLinearRegression) -> None:
+        # With forgetting, the precision of a factor that stopped occurring decays geometrically
+        # and would underflow (a singular matrix) after ~700 memories; keep a tiny floor.
+        ss = model._ss_arr  # noqa: SLF001 (river keeps the posterior precision here)
+        n = len(model._idx)  # noqa: SLF001
+        if n:
+            diag = ss[np.arange(n), np.arange(n)]
+            floor = 1e-12 / self.alpha
+            low = diag < floor
+            if low.any():
+                ss[np.arange(n)[low], np.arange(n)[low]] = floor
 
     def report(self, district: str) -> FactorReport:
         t = self._models.get(district)
-        if t is None:
-            return FactorReport(district, 0, 0.0, {}, {})
-        if t.avg:
-            w = t.avg
-        else:
-            w = {k: v * t.scale.get(k, 1.0) for k, v in t.model.weights.items()}
-            w[_INTERCEPT] = t.model.intercept
-        coef = {k: v for k, v in sorted(w.items()) if k != _INTERCEPT}
-        stab = {k: math.sqrt(max(v, 0.0)) for k, v in sorted(t.var.items()) if k != _INTERCEPT}
-        return FactorReport(district, t.n, w.get(_INTERCEPT, 0.0), coef, stab)
+        if t is None or t.n == 0:
+            return FactorReport(district, 0, 0.0, 0.0, {}, {}, 0.0)
+        m = t.model
+        eye = pd.DataFrame(np.eye(len(self.columns)), columns=self.columns)
+        weights = dict(zip(self.columns, np.asarray(m.predict_many(eye), dtype=np.float64).tolist(), strict=True))
+        sigma2 = t.sse / t.wp if t.wp > 0 else 0.0
+        ratio = t.w2 / t.w if t.w > 0 else 1.0
+        stderr: dict[str, float] = {}
+        for f in self.factors:
+            # posterior variance of weight f: predictive variance at the unit vector minus the noise (1/beta)
+            var = float(m.predict_one({f: 1.0}, with_dist=True).sigma ** 2) - 1.0
+            stderr[f] = math.sqrt(max(sigma2 * ratio * var, 0.0))
+        coef = {f: weights[f] for f in self.factors}
+        n_eff = t.w * t.w / t.w2 if t.w2 > 0 else 0.0
+        return FactorReport(district, t.n, n_eff, weights[INTERCEPT], coef, stderr, math.sqrt(sigma2))
 
     def coefficients(self, district: str) -> dict[str, float]:
         """Factor -> effect on the score (points per unit of the factor); {} for an unknown district."""

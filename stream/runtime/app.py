@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..ingest.agent import IngestAgent
 from ..quality import metrics as quality_metrics
 from ..quality.report import quality_report, report_json, store_report
+from ..query.explain import DistrictNotFound, explain_district
 from ..query.trace import TicketNotFound, trace
 from ..reference.subscribers import SubscriberBaseService
 from ..settings import Settings
@@ -98,6 +99,24 @@ def build_app(settings: Settings, topology: Topology, bootstrap: str, writer: Wr
         try:
             result = await asyncio.to_thread(read, trace, ticket_id)
         except TicketNotFound as exc:
+            return web.json({"error": str(exc)}, status=404)
+        return web.bytes(json.dumps(result, default=_json_default).encode(), content_type="application/json")
+
+    @app.page("/districts/{district}/explain")
+    async def _explain(web, request, district: str):
+        """Top factors behind a district's satisfaction: ``?window=86400&end=ISO&top=5`` (see ``cxstream explain``)."""
+        q = request.query
+        try:
+            window = timedelta(seconds=int(q.get("window", 86400)))
+            end = datetime.fromisoformat(q["end"]) if "end" in q else None
+            if end is not None and end.tzinfo is None:
+                end = end.replace(tzinfo=timezone.utc)
+            top = int(q.get("top", 5))
+        except ValueError as exc:
+            return web.json({"error": f"bad parameter: {exc}"}, status=400)
+        try:
+            result = await asyncio.to_thread(read, explain_district, district, window, end, top)
+        except DistrictNotFound as exc:
             return web.json({"error": str(exc)}, status=404)
         return web.bytes(json.dumps(result, default=_json_default).encode(), content_type="application/json")
 

@@ -43,3 +43,6 @@ SLA_OVERDUE = Counter("cxstream_sla_overdue_total", "Open tickets found past the
 INDICATOR_TOO_LATE = Counter(
     "cxstream_indicator_too_late_total", "Indicator facts for windows already final (not applied; kept in indicator_too_late)."
 )
+MODEL_LEARNED = Counter("cxstream_model_learned_total", "Satisfaction events learned by the factor model.")
+MODEL_CUSTOMERS = Gauge("cxstream_model_customers", "Customers with recent complaints held for the factor model.")
+MODEL_PUBLISHED = Counter("cxstream_model_publications_total", "Factor-model publications (coefficients, exposures, snapshot).")
