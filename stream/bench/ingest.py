@@ -6,9 +6,10 @@ In one run, on one freshly started embedded broker and a fresh chDB:
    resent events) to the source topics;
 2. **baseline**: a bare aiokafka ``getmany`` loop reads them all (no decoding);
 3. **pipelines**: the ingest agent without indicators (validate, deduplicate,
-   store in chDB, dead-letter, ticket lifecycle state, commit), and the same
-   with indicators; they alternate, ``repeat`` times each, and each reports its
-   best run (noise on a shared 2-core machine only slows runs down).
+   store in chDB, dead-letter, ticket lifecycle state, commit), the same with
+   indicators, and the full pipeline (indicators and the factor model); they
+   alternate, ``repeat`` times each, and each reports its best run (noise on a
+   shared 2-core machine only slows runs down).
 
 Both clocks start at the first record received (the group join is excluded)
 and stop when the last record is consumed (baseline) or committed (pipeline).
@@ -72,11 +73,12 @@ async def bare_consume(bootstrap: str, topics: list[str], expected: int, group: 
 
 
 async def pipeline_consume(
-    bootstrap: str, topology: Topology, settings: Settings, expected: int, indicators: bool = True
+    bootstrap: str, topology: Topology, settings: Settings, expected: int, indicators: bool = True, model: bool = True
 ) -> tuple[float, dict]:
     writer = await asyncio.to_thread(open_writer, settings, topology)
     agent = IngestAgent(
-        bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600, indicators=indicators
+        bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600, indicators=indicators,
+        model=model,
     )
     await agent.start()
     try:
@@ -121,31 +123,33 @@ def run_ingest_bench(events: int, seed: int, settings: Settings, repeat: int = 3
         bare = asyncio.run(bare_consume(broker.bootstrap, list(topic_names.values()), events, "cxstream-bench-bare"))
         # The two pipelines alternate, `repeat` times each, and each reports its best run:
         # this machine's noise (other processes, the other core) only ever slows a run down.
-        runs: dict[str, list[float]] = {"plain": [], "full": []}
+        modes = {"plain": "without indicators", "indicators": "with indicators", "full": "with indicators and model"}
+        runs: dict[str, list[float]] = {m: [] for m in modes}
         totals: dict = {}
         for i in range(repeat):
-            for mode in ("plain", "full"):
-                what = "without indicators" if mode == "plain" else "with indicators"
+            for mode, what in modes.items():
                 _say(f"bench: pipeline {what}, run {i + 1}/{repeat}")
                 name = f"{mode}{i}"
                 rate, totals = asyncio.run(pipeline_consume(broker.bootstrap, _group(topology, name),
                                                             _fresh(bench_settings, tmp, name), events,
-                                                            indicators=mode == "full"))  # fmt: skip
+                                                            indicators=mode != "plain", model=mode == "full"))  # fmt: skip
                 runs[mode].append(rate)
                 # The worker freezes its long-lived state out of the collector after each batch;
                 # release the finished run's, so the next run starts from the same heap.
                 gc.unfreeze()
                 gc.collect()
-        plain, piped = max(runs["plain"]), max(runs["full"])
+        plain, indicators, piped = max(runs["plain"]), max(runs["indicators"]), max(runs["full"])
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = (
         f"events                       {events:,} ({totals.get('ingested', 0):,} stored, "
         f"{totals.get('rejected', 0):,} dead-lettered, {totals.get('duplicate', 0):,} resends dropped)\n"
         f"bare aiokafka getmany        {bare:>12,.0f} events/s\n"
         f"pipeline, no indicators      {plain:>12,.0f} events/s   (best of {_runs(runs['plain'])})\n"
-        f"pipeline with indicators     {piped:>12,.0f} events/s   (best of {_runs(runs['full'])})\n"
+        f"pipeline with indicators     {indicators:>12,.0f} events/s   (best of {_runs(runs['indicators'])})\n"
+        f"full pipeline (+ model)      {piped:>12,.0f} events/s   (best of {_runs(runs['full'])})\n"
         f"ratio full / bare            {piped / bare:>12.3f}\n"
-        f"ratio full / no indicators   {piped / plain:>12.3f}\n"
+        f"ratio indicators / none      {indicators / plain:>12.3f}\n"
+        f"ratio full / no model        {piped / indicators:>12.3f}\n"
         f"peak RSS                     {peak_mb:>12,.0f} MB\n"
         f"machine                      {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     )
@@ -154,9 +158,11 @@ def run_ingest_bench(events: int, seed: int, settings: Settings, repeat: int = 3
         "bare_events_per_s": round(bare),
         "pipeline_no_indicators_events_per_s": round(plain),
         "runs": {k: [round(r) for r in v] for k, v in runs.items()},
+        "pipeline_indicators_events_per_s": round(indicators),
         "pipeline_events_per_s": round(piped),
         "ratio": round(piped / bare, 4),
-        "indicator_ratio": round(piped / plain, 4),
+        "indicator_ratio": round(indicators / plain, 4),
+        "model_ratio": round(piped / indicators, 4),
         "totals": totals,
         "peak_rss_mb": round(peak_mb),
         "report": report,

@@ -13,11 +13,11 @@ per factor by inverse-variance weighting, the standard pooling of independent es
 ...     "D1",
 ...     {"complaints_network": (-1.0, 0.05), "tier_gold": (0.3, 0.05), "sla_breach": (-0.6, 0.1)},
 ...     exposure={"complaints_network": 0.4, "tier_gold": 0.2, "sla_breach": 0.05},
-...     network_exposure={"complaints_network": 0.1, "tier_gold": 0.2, "sla_breach": 0.05},
+...     network_exposure={"complaints_network": 0.1, "tier_gold": 0.2, "sla_breach": 0.02},
 ...     top=2,
 ... )
 >>> [(f.factor, round(f.impact, 2), round(f.excess, 2), f.significant) for f in e]
-[('complaints_network', -0.4, -0.3, True), ('sla_breach', -0.03, 0.0, True)]
+[('complaints_network', -0.4, -0.3, True), ('sla_breach', -0.03, -0.02, True)]
 >>> combine([(-1.0, 0.1), (-2.0, 0.1)])
 (-1.5, 0.07071067811865475)
 """
