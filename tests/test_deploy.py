@@ -1,24 +1,34 @@
 """Static checks of the deployment files: Dockerfile, docker-compose.kafka.yml, Helm chart.
 
-No Docker engine or cluster is needed. The compose file is checked for its
-wiring (the worker reaches Kafka and ClickHouse where those services listen,
-dependencies exist and are health-checked, the published port is the web port,
-the topology is mounted). The chart is checked statically (every `.Values.x.y`
-a template uses exists in values.yaml, every `include` is defined, the bundled
-topology equals the repository's) and rendered when `helm` or the
-`helm_python` SDK is available.
+No Docker engine, cluster or network is needed.
+
+Compose: the file is validated against the Compose Specification's JSON Schema (the copy
+bundled in the `check-jsonschema` wheel, Apache-2.0, from the compose-spec project), then
+checked for its wiring: the worker reaches Kafka and ClickHouse where those services listen,
+dependencies exist and are health-checked, the published port is the web port, the topology
+is mounted, Grafana gets its plugin and provisioning, Prometheus scrapes the worker and sends
+alerts to Alertmanager, and the alert rules name metrics the worker exports.
+
+Helm: the chart is checked statically (every `.Values.x.y` a template uses exists in
+values.yaml, every `include` is defined, the bundled topology equals the repository's),
+rendered and linted with Helm itself as a library (`helm-python-sdk`, import name
+`helm_python`), its values checked against values.schema.json, and the rendered manifests
+validated against the Kubernetes OpenAPI schemas bundled in `kubernetes-validate`.
 """
 
 from __future__ import annotations
 
+import copy
+import glob
+import importlib.resources
 import json
 import re
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import helm_python as helm
+import jsonschema
 import pytest
 import yaml
 
@@ -28,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.kafka.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 CHART = ROOT / "deploy" / "helm" / "cxstream"
+METRICS_SOURCES = sorted((ROOT / "stream").rglob("*.py"))
 
 DEFAULT_WEB_PORT = Settings.model_fields["web_port"].default  # 6066
 
@@ -151,7 +162,7 @@ def image_env_default(name: str) -> str | None:
 
 
 def test_compose_has_the_services(services):
-    assert {"kafka", "clickhouse", "worker", "simulator"} <= services.keys()
+    assert {"kafka", "clickhouse", "worker", "simulator", "grafana", "prometheus", "alertmanager"} <= services.keys()
     assert services["kafka"]["image"].startswith("apache/kafka:3.9.")
     assert services["clickhouse"]["image"].startswith("clickhouse/clickhouse-server")
     assert services["worker"]["build"]["dockerfile"] == "Dockerfile"
@@ -255,6 +266,217 @@ def test_simulator_is_opt_in(services):
     assert sim.get("image") == services["worker"].get("image")
 
 
+def compose_schema() -> dict:
+    """The Compose Specification's JSON Schema, as bundled (with its licence) in check-jsonschema."""
+    vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    return json.loads((vendor / "compose-spec.json").read_text())
+
+
+def schema_errors(schema: dict, document: dict) -> list[str]:
+    # Draft 7, named as https://json-schema.org/draft-07/schema, which validator_for() does not recognise.
+    assert "draft-07" in schema["$schema"]
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_compose_matches_the_compose_specification(compose):
+    schema = compose_schema()
+    assert schema["title"] == "Compose Specification"
+    assert schema_errors(schema, compose) == []
+    # the check can fail: a misspelt key and a wrongly typed value are caught
+    broken = copy.deepcopy(compose)
+    broken["services"]["worker"]["helthcheck"] = broken["services"]["worker"].pop("healthcheck")
+    broken["services"]["kafka"]["depends_on"] = "clickhouse"
+    errors = schema_errors(schema, broken)
+    assert any(e.startswith("services.worker:") and "helthcheck" in e for e in errors), errors
+    assert any(e.startswith("services.kafka.depends_on:") for e in errors), errors
+
+
+def test_every_long_running_service_is_health_checked(services):
+    for name, svc in services.items():
+        if svc.get("profiles"):
+            continue  # opt-in one-shot jobs (the simulator)
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def bind_source(service: dict, container_path: str) -> Path:
+    """Host path behind `container_path`, through the service's longest matching bind mount."""
+    best = None
+    for m in volume_mounts(service):
+        target = m["target"].rstrip("/")
+        covers = container_path == target or container_path.startswith(target + "/")
+        if m["type"] == "bind" and covers and (best is None or len(target) > len(best["target"].rstrip("/"))):
+            best = m
+    assert best is not None, f"nothing bind-mounted at {container_path}"
+    rest = container_path[len(best["target"].rstrip("/")) :].lstrip("/")
+    return (COMPOSE.parent / best["source"] / rest).resolve()
+
+
+def command_flag(service: dict, name: str) -> str | None:
+    """Value of `--name=value` (or `--name value`) in a service's command."""
+    command = service.get("command") or []
+    command = shlex.split(command) if isinstance(command, str) else [str(c) for c in command]
+    for i, arg in enumerate(command):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(command):
+            return command[i + 1]
+    return None
+
+
+def host_port(target: str) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host, int(port)
+
+
+def worker_web_port(services) -> int:
+    env = env_of(services["worker"])
+    return int(env.get("CXSTREAM_WEB_PORT") or image_env_default("CXSTREAM_WEB_PORT") or DEFAULT_WEB_PORT)
+
+
+GRAFANA_PLUGIN = "grafana-clickhouse-datasource"
+GRAFANA_PLUGIN_VARIABLES = ("GF_PLUGINS_PREINSTALL_SYNC", "GF_PLUGINS_PREINSTALL", "GF_INSTALL_PLUGINS")
+
+
+def test_grafana_gets_the_plugin_and_the_provisioning(services):
+    grafana = services["grafana"]
+    assert grafana["image"].startswith("grafana/grafana:")
+    env = env_of(grafana)
+    plugins = [p.strip().split("@")[0] for var in GRAFANA_PLUGIN_VARIABLES for p in env.get(var, "").split(",")]
+    assert GRAFANA_PLUGIN in plugins, f"none of {GRAFANA_PLUGIN_VARIABLES} installs {GRAFANA_PLUGIN}"
+    mounts = {m["target"]: m for m in volume_mounts(grafana)}
+    for target, source in {
+        "/etc/grafana/provisioning": ROOT / "deploy" / "grafana" / "provisioning",
+        "/var/lib/grafana/dashboards": ROOT / "deploy" / "grafana" / "dashboards",
+    }.items():
+        assert mounts[target]["type"] == "bind" and mounts[target]["read_only"], target
+        assert bind_source(grafana, target) == source
+    # the datasources log in to ClickHouse as the worker does
+    ch_env = env_of(services["clickhouse"])
+    assert env["CLICKHOUSE_USER"] == ch_env["CLICKHOUSE_USER"]
+    assert env["CLICKHOUSE_PASSWORD"] == ch_env["CLICKHOUSE_PASSWORD"]
+    assert 3000 in [container for _, container in published_ports(grafana)]
+    deps = grafana["depends_on"]
+    assert deps["clickhouse"]["condition"] == deps["prometheus"]["condition"] == "service_healthy"
+
+
+_GRAFANA_ENV_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def test_grafana_datasources_are_wired(services):
+    """The provisioned datasources (written alongside, in deploy/grafana/) point at compose services and
+    read only variables the grafana service sets. Nothing to check while that folder has no datasources."""
+    env = env_of(services["grafana"])
+    files = sorted((ROOT / "deploy" / "grafana" / "provisioning" / "datasources").glob("*.y*ml"))
+    for path in files:
+        text = path.read_text()
+        for m in _GRAFANA_ENV_REF.finditer(text):
+            name = m[1] or m[2]
+            if not name.startswith("__"):  # $__file{...}, $__env{...} are Grafana's own
+                assert name in env, f"{path.name}: ${name} is not set on the grafana service"
+        for ds in (yaml.safe_load(text) or {}).get("datasources") or []:
+            data = ds.get("jsonData") or {}
+            if ds.get("type") == GRAFANA_PLUGIN and data.get("host"):
+                assert data["host"] in services and services[data["host"]]["image"].startswith("clickhouse/")
+                if data.get("protocol", "native") == "http":
+                    assert int(data.get("port", 8123)) == 8123
+            if ds.get("type") == "prometheus" and ds.get("url"):
+                url = urlsplit(ds["url"])
+                assert url.hostname == "prometheus" and url.port == 9090, ds["url"]
+
+
+@pytest.fixture(scope="module")
+def prometheus_config(services) -> dict:
+    path = bind_source(services["prometheus"], command_flag(services["prometheus"], "config.file"))
+    return yaml.safe_load(path.read_text())
+
+
+def static_targets(config: dict) -> list[str]:
+    return [t for sc in config.get("static_configs") or [] for t in sc.get("targets") or []]
+
+
+def test_prometheus_scrapes_the_worker(services, prometheus_config):
+    port = worker_web_port(services)
+    jobs = [
+        job
+        for job in prometheus_config["scrape_configs"]
+        if any(host_port(t) == ("worker", port) for t in static_targets(job))
+    ]
+    assert jobs, f"no scrape job targets worker:{port}"
+    (job,) = jobs
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert job.get("scheme", "http") == "http"
+    assert '@app.page("/metrics")' in (ROOT / "stream" / "runtime" / "app.py").read_text()
+    assert job["job_name"] == "cxstream"  # the alert rules select on it
+
+
+def test_prometheus_alerts_to_alertmanager(services, prometheus_config):
+    am = services["alertmanager"]
+    assert am["image"].startswith("prom/alertmanager:")
+    listen = command_flag(am, "web.listen-address") or ":9093"
+    am_port = host_port(listen)[1]
+    targets = [t for c in prometheus_config["alerting"]["alertmanagers"] for t in static_targets(c)]
+    assert ("alertmanager", am_port) in [host_port(t) for t in targets]
+    assert services["prometheus"]["depends_on"]["alertmanager"]["condition"] == "service_healthy"
+    assert f":{am_port}/" in " ".join(am["healthcheck"]["test"])
+    assert am_port in [container for _, container in published_ports(am)]
+
+
+def exported_metric_names() -> set[str]:
+    """Every `cxstream_*` metric name defined in the worker's source."""
+    names = set()
+    for path in METRICS_SOURCES:
+        names |= set(re.findall(r"""["'](cxstream_[a-z0-9_]+)["']""", path.read_text()))
+    return names
+
+
+def alert_rules(services, prometheus_config) -> list[dict]:
+    prom = services["prometheus"]
+    files = []
+    for pattern in prometheus_config["rule_files"]:
+        files += sorted(glob.glob(str(bind_source(prom, pattern))))
+    assert files, f"rule_files {prometheus_config['rule_files']} match no file"
+    return [rule for f in files for group in yaml.safe_load(Path(f).read_text())["groups"] for rule in group["rules"]]
+
+
+def test_alert_rules_name_exported_metrics(services, prometheus_config):
+    rules = alert_rules(services, prometheus_config)
+    exported = exported_metric_names()
+    assert {"cxstream_events_total", "cxstream_consumer_lag"} <= exported  # the source scan finds them
+    jobs = {job["job_name"] for job in prometheus_config["scrape_configs"]}
+    for rule in rules:
+        assert rule["alert"] and rule["expr"] and rule["annotations"]["summary"]
+        assert rule["labels"]["severity"] in ("critical", "warning", "info")
+        for name in re.findall(r"\bcxstream_[a-z0-9_]+", rule["expr"]):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert name in exported or base in exported, f"{rule['alert']}: {name} is not a cxstream metric"
+        for job in re.findall(r'job="([^"]+)"', rule["expr"]):
+            assert job in jobs, f"{rule['alert']}: no scrape job {job}"
+
+
+def test_alertmanager_routes_to_defined_receivers(services):
+    am = services["alertmanager"]
+    config = yaml.safe_load(bind_source(am, command_flag(am, "config.file")).read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+
+    def walk(route: dict):
+        yield route
+        for child in route.get("routes") or []:
+            yield from walk(child)
+
+    routes = list(walk(config["route"]))
+    assert config["route"]["receiver"] in receivers, "the root route needs a default receiver"
+    matcher = re.compile(r'^[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"[^"]*"$')
+    for route in routes:
+        assert route.get("receiver", config["route"]["receiver"]) in receivers
+        for m in route.get("matchers") or []:
+            assert matcher.match(m), m
+    for rule in config.get("inhibit_rules") or []:
+        for m in rule.get("source_matchers", []) + rule.get("target_matchers", []):
+            assert matcher.match(m), m
+
+
 # --------------------------------------------------------------------------- Dockerfile
 
 
@@ -281,7 +503,9 @@ def test_dockerfile_runtime_stage():
 
 def test_dockerfile_installs_the_package():
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^cxstream\s*=\s*"stream\.cli:main"', pyproject, re.M), "console script `cxstream` is gone"
+    assert re.search(r'^cxstream\s*=\s*"stream\.cli:main"', pyproject, re.MULTILINE), (
+        "console script `cxstream` is gone"
+    )
     instructions = dockerfile_instructions()
     assert any(ins == "RUN" and re.search(r"pip install (\S+ )*\.$", args) for ins, args in instructions)
     ignored = [
@@ -335,7 +559,7 @@ def test_chart_metadata():
     assert chart["apiVersion"] == "v2"
     assert chart["name"] == CHART.name
     assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"])
-    pyproject_version = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    pyproject_version = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)[1]
     assert chart["appVersion"] == pyproject_version, "appVersion is the default image tag"
 
 
@@ -364,21 +588,15 @@ def test_bundled_topology_is_the_repositorys():
     )
 
 
-# Rendering: the helm binary, else the helm_python SDK, else skipped.
+# Rendering: Helm's own engine, through helm-python-sdk (no helm binary, no cluster).
 
 RENDER_VALUES = {"kafka": {"bootstrap": "kafka-0.kafka:9092"}, "clickhouse": {"url": "http://u:p@ch:8123/"}}
 
 
 def render(values: dict) -> list[dict]:
-    if shutil.which("helm"):
-        args = ["helm", "template", "rel", str(CHART), "-f", "-"]
-        proc = subprocess.run(args, input=yaml.safe_dump(values), capture_output=True, text=True)
-        if proc.returncode:
-            raise RuntimeError(proc.stderr)
-        text = proc.stdout
-    else:
-        helm = pytest.importorskip("helm_python", reason="neither helm nor helm_python is available")
-        text = "\n---\n".join(helm.Chart.load(str(CHART)).render(values, name="rel", namespace="default").values())
+    with helm.Chart.load(str(CHART)) as chart:
+        manifests = chart.render(values, name="rel", namespace="default")
+    text = "\n---\n".join(manifests[name] for name in sorted(manifests) if name.endswith(".yaml"))
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
