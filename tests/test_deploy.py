@@ -924,3 +924,19 @@ def test_notes_warn_when_workers_outnumber_partitions():
     assert "WARNING" not in notes and "port-forward pod/rel-cxstream-0" in notes
     notes = render_files(merged(RENDER_VALUES, {"replicaCount": partitions + 2}))["cxstream/templates/NOTES.txt"]
     assert f"exceeds the {partitions} partitions" in notes and "2 worker(s) will get no partition" in notes
+
+
+def test_the_operations_guides_values_file_installs():
+    """The values file shown in docs/operations.md passes the schema and renders what it says."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    blocks = re.findall(r"```yaml\n(# values-prod\.yaml\n.*?)```", guide, re.DOTALL)
+    assert len(blocks) == 1, "docs/operations.md shows one values-prod.yaml"
+    values = yaml.safe_load(blocks[0])
+    docs = by_kind(render(values))
+    assert docs["StatefulSet"]["spec"]["replicas"] == values["replicaCount"]
+    assert "Secret" not in docs and "ServiceMonitor" in docs
+    ref = {e["name"]: e for e in worker_container(docs)["env"]}["CLICKHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {
+        "name": values["clickhouse"]["existingSecret"],
+        "key": values["clickhouse"]["existingSecretPasswordKey"],
+    }
