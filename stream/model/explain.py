@@ -18,8 +18,9 @@ per factor by inverse-variance weighting, the standard pooling of independent es
 ... )
 >>> [(f.factor, round(f.impact, 2), round(f.excess, 2), f.significant) for f in e]
 [('complaints_network', -0.4, -0.3, True), ('sla_breach', -0.03, -0.02, True)]
->>> combine([(-1.0, 0.1), (-2.0, 0.1)])
-(-1.5, 0.07071067811865475)
+>>> c, se = combine([(-1.0, 0.1), (-2.0, 0.1)])
+>>> round(c, 6), round(se, 4)
+(-1.5, 0.0707)
 """
 
 from __future__ import annotations
