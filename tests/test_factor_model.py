@@ -91,8 +91,12 @@ def replay_into(stages: list[ModelStage], events: list, on_batch=None) -> None:
         for stage in stages:
             stage.observe(states)
             stage.learn(sat, {0: offset - 1} if sat else None)
+            if on_batch is not None:
+                stage.flush()  # learned at every batch, to watch the coefficients move
         if on_batch is not None and not on_batch(chunk):
             return
+    for stage in stages:
+        stage.flush()
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +201,7 @@ def test_redelivered_events_are_not_learned_twice():
     batch = [Accepted(RawRecord("sat", 1, i, 0, None, None), e) for i, e in enumerate(events)]
     assert stage.learn(batch[:100], {1: 99}) == 100
     assert stage.learn(batch[50:150], {1: 149}) == 50  # offsets 50..99 were learned already
+    stage.flush()
     assert stage.model.report(NETWORK).n == 150
 
 

@@ -74,6 +74,12 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(broker, topolog
     assert row == {"t": tickets, "tu": tickets, "s": summary["valid"] - tickets, "su": summary["valid"] - tickets,
                    "d": summary["malformed"]}  # fmt: skip
 
+    # The factor model learned every satisfaction event exactly once across the kill (stored events
+    # relearned from ClickHouse at the restart, redelivered ones recognised).
+    out = cxstream("explain", "*", "--json", "--direct", env=_base_env() | worker_env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["model"]["n"] == summary["valid"] - tickets
+
 
 def test_demo_accounts_for_every_event(tmp_path):
     demo_dir = tmp_path / "demo"
