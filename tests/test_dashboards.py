@@ -7,12 +7,14 @@ every metric a Prometheus panel plots is one the worker exports.
 
 The SQL check runs ``cxstream demo --events 20000 --seed 1`` once per module (embedded broker, the real worker,
 the simulator), then opens the demo's chDB data directory, stores the data-quality report the worker's
-refresh timer would have stored (the demo ends before its first tick) and creates ``factor_coefficients``
-with a few synthetic rows. For each dashboard it resolves the variables as Grafana would (each query variable
+refresh timer would have stored (the demo ends before its first tick). The factor model publishes
+``factor_coefficients`` when the worker stops; where it does not (a branch without the model), the table is
+created and filled with synthetic rows. For each dashboard it resolves the variables as Grafana would (each query variable
 runs its SQL, chained ones after the ones they depend on), expands the ClickHouse plugin's macros for a fixed
 time range covering the simulated days (tests/grafana_sql.py), runs every ClickHouse query and asserts it
 returns at least one row. It does so twice: with every multi-value variable on "All" (the dashboards'
 default), and drilled down: each variable a data link sets (province, city, district) on its first option.
+The factor panels also run over hand-made multi-shard rows and must pool shards as ``cxstream explain`` does.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 CLICKHOUSE_TYPE = "grafana-clickhouse-datasource"
 DATABASE = "cxstream"
 
-#: the factor model's output table (issue 5), created here when the branch under test does not have it yet
-FACTOR_DDL = f"""
-CREATE TABLE IF NOT EXISTS {DATABASE}.factor_coefficients
+#: the shape of the factor model's output table (issue 5; stream/sink/ddl/0007_factor_model.sql), for synthetic rows
+FACTOR_DDL = """
+CREATE TABLE IF NOT EXISTS {db}.factor_coefficients
 (
     published_at DateTime64(3, 'UTC'),
     as_of        DateTime64(3, 'UTC'),
@@ -316,12 +318,11 @@ def dataset(tmp_path_factory):
         ).result_rows[0]
         t0 = datetime(first.year, first.month, first.day, tzinfo=UTC)
         t1 = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
-        client.command(FACTOR_DDL)
-        client.insert(
-            f"{DATABASE}.factor_coefficients",
-            _synthetic_factor_rows(t0, t1),
-            column_names=FACTOR_COLUMNS,
-        )
+        client.command(FACTOR_DDL.format(db=DATABASE))  # exists where the factor model is wired
+        if not client.query(f"SELECT count() FROM {DATABASE}.factor_coefficients").result_rows[0][0]:
+            client.insert(
+                f"{DATABASE}.factor_coefficients", _synthetic_factor_rows(t0, t1), column_names=FACTOR_COLUMNS
+            )
         yield client, t0, t1
     finally:
         client.close()  # chDB: one open data directory per process
@@ -413,3 +414,45 @@ def test_every_clickhouse_query_returns_rows(dataset, name, drilled):
     assert not problems, f"{name} ({'drilled down' if drilled else 'All'}; variables {variables}):\n\n" + "\n\n".join(
         problems
     )
+
+
+def test_factor_panels_pool_shards_like_cxstream_explain(dataset):
+    """Hand-made publications of one district model by three shards: the oldest shard was split by a rebalance
+    (superseded), one shard republished (the newest wins), and one factor has a zero stderr (equal weights)."""
+    from stream.query.explain import _coefficients
+
+    client, t0, t1 = dataset
+    db = "factor_fixture"
+    client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    client.command(FACTOR_DDL.format(db=db))
+    at = t0 + timedelta(hours=6)
+    rows = []
+    for shard, published, coefs, n in [
+        ("0,1,2", at, {"sla_breach": (-3.0, 0.5), "reopen": (-2.0, 0.5)}, 100),  # superseded by the two below
+        ("0,1", at + timedelta(hours=1), {"sla_breach": (-1.0, 0.2), "reopen": (-0.5, 0.0)}, 150),
+        ("0,1", at + timedelta(hours=2), {"sla_breach": (-0.8, 0.1), "reopen": (-0.6, 0.0)}, 200),
+        ("2", at + timedelta(hours=1, minutes=30), {"sla_breach": (-1.2, 0.3), "reopen": (-0.9, 0.4)}, 80),
+    ]:
+        for factor, (c, se) in coefs.items():
+            as_of = published - timedelta(minutes=1)
+            rows.append([published, as_of, shard, "D1", "P9", "P9-C1", factor, c, se, n, n * 0.9, 8.0, 1.1])
+    client.insert(f"{db}.factor_coefficients", rows, column_names=FACTOR_COLUMNS)
+
+    d = DASHBOARDS["factor-coefficients"]
+    ctx = Context(t0, t1, 3600, {"district": "D1", "factor": ["reopen", "sla_breach"]})
+    results = {}
+    for panel in iter_panels(d):
+        sql = expand(panel["targets"][0]["rawSql"], ctx)
+        sql = sql.replace(f"{DATABASE}.factor_coefficients", f"{db}.factor_coefficients")
+        result = client.query(sql)
+        assert _has_data(result.result_rows), f"panel {panel['title']!r}: no rows\n{sql}"
+        results[panel["title"]] = [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+
+    want = _coefficients(client, db, "D1", t1)
+    assert want["shards"] == ["0,1", "2"]
+    latest = {r["factor"]: r for r in results["Latest coefficients: ${district} (most negative first)"]}
+    assert set(latest) == set(want["coefficients"])
+    for factor, (c, se) in want["coefficients"].items():
+        assert latest[factor]["Coefficient"] == pytest.approx(c, abs=1e-9), factor
+        assert latest[factor]["Std. error"] == pytest.approx(se, abs=1e-9), factor
+        assert latest[factor]["n"] == want["n"] == 280
