@@ -36,6 +36,8 @@ from pydantic import (
 from .contract import CONTRACTS, EVENT_CONTRACTS
 
 __all__ = [
+    "AlertRule",
+    "AlertSettings",
     "ConsumerSettings",
     "DedupSettings",
     "Duration",
@@ -370,6 +372,100 @@ class ModelSettings(_Strict):
     factors: FactorSet
 
 
+#: indicators a rule can watch: name -> (numerator counter or formula, volume counter); see docs/indicators.md
+ALERT_INDICATORS = (
+    "complaints", "complaint_rate_per_10k", "sat_mean", "csat", "nps", "avg_handling_s", "sla_overdue_rate",
+    "fcr_rate", "reopen_rate", "perception_gap_rate", "perceived_slow_rate",
+    "dim_overall_service_mean", "dim_reach_speed_mean", "dim_ivr_menu_mean", "dim_agent_attitude_mean",
+    "dim_agent_ability_mean", "dim_call_outcome_mean",
+)  # fmt: skip
+SCOPE_LEVELS = ("district", "city", "province", "network")
+
+
+class ChangeSpec(_Strict):
+    """Compare with the indicator's own baseline instead of an absolute threshold."""
+
+    kind: Literal["percent", "zscore"] = Field(
+        description="percent: change against the mean of the previous `baseline_windows` windows; "
+        "zscore: standard scores against the same hour of week in previous weeks."
+    )
+    baseline_windows: int = Field(default=24, ge=1, le=10_000, description="percent: how many previous windows.")
+    min_weeks: int = Field(default=2, ge=1, le=52, description="zscore: weeks of history needed before it can fire.")
+
+
+class ForecastSpec(_Strict):
+    """Trend warning: forecast the indicator and warn before it crosses the threshold."""
+
+    horizon: int = Field(ge=1, le=1000, description="How many windows ahead the forecast looks.")
+    min_windows: int = Field(default=6, ge=2, description="Windows of history before forecasting.")
+    alpha: float = Field(default=0.5, gt=0, le=1, description="Holt-Winters level smoothing.")
+    beta: float = Field(default=0.3, gt=0, le=1, description="Holt-Winters trend smoothing.")
+
+
+class AlertRule(_Strict):
+    """One threshold rule over one indicator (docs/alerts.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Unique rule name (snake_case); part of every alert's identity.")
+    indicator: str = Field(description="An indicator of docs/indicators.md, e.g. sat_mean, complaints, sla_overdue_rate.")
+    scope: Literal["district", "city", "province", "network"] = Field(description="Where the indicator is aggregated.")
+    by: list[Literal["channel", "business_line"]] = Field(default_factory=list, description="Further split of the scope.")
+    window: str = Field(description="A window name from indicators.windows.")
+    comparator: Literal["<", "<=", ">", ">="] = Field(description="Breach when `value comparator threshold`.")
+    threshold: float = Field(description="Absolute threshold, or with `change`: percent change / z-score.")
+    change: ChangeSpec | None = Field(default=None, description="Compare with the indicator's own baseline.")
+    hysteresis: float = Field(default=0.0, ge=0, description="A firing alert resolves only beyond threshold by this much.")
+    min_volume: float = Field(default=0, ge=0, description="Windows with less volume (the indicator's denominator) are not judged.")
+    for_: int = Field(default=1, ge=1, le=1000, alias="for", description="Consecutive breaching windows before firing.")
+    keep_firing_for: int = Field(default=1, ge=1, le=1000, description="Consecutive clear windows before resolving.")
+    severity: Literal["critical", "warning", "info"] = Field(description="Alertmanager severity label.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels (team, service, ...).")
+    runbook: str | None = Field(default=None, description="Runbook URL for on-call.")
+    summary: str | None = Field(default=None, description="One line for humans; defaults to a generated one.")
+    forecast: ForecastSpec | None = Field(default=None, description="Predicted-breach warnings (absolute thresholds).")
+
+    @field_validator("indicator")
+    @classmethod
+    def _known_indicator(cls, value: str) -> str:
+        if value not in ALERT_INDICATORS:
+            raise ValueError(f"unknown indicator {value!r}; known: {', '.join(ALERT_INDICATORS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _forecast_needs_threshold(self) -> "AlertRule":
+        if self.forecast is not None and self.change is not None:
+            raise ValueError("forecast works on absolute thresholds only (no `change`)")
+        return self
+
+
+class DeliverySettings(_Strict):
+    """Delivery to Alertmanager and a webhook (their URLs come from CXSTREAM_* variables)."""
+
+    retries: int = Field(ge=0, le=100, description="Attempts after the first before an alert is given up.")
+    backoff: Duration = Field(description="First retry delay; doubles up to 30 s.")
+    resend_interval: Duration = Field(description="Firing alerts are re-sent this often (Alertmanager expires silent ones).")
+    queue_max: int = Field(ge=1, description="Alerts waiting for delivery; beyond, the oldest is dropped and counted.")
+
+
+class AlertSettings(_Strict):
+    """Threshold alerts, their delivery and supervision tickets."""
+
+    state_horizon: Duration = Field(description="How far back window values are kept for evaluation.")
+    dashboard_url: str | None = Field(default=None, description="Grafana base URL for links in alerts.")
+    delivery: DeliverySettings
+    rules: list[AlertRule] = Field(default_factory=list)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[AlertRule]) -> list[AlertRule]:
+        names = [r.name for r in rules]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"rule names must be unique: {dup}")
+        return rules
+
+
 class Topology(_Strict):
     """The whole ``topology.yaml``."""
 
@@ -381,6 +477,7 @@ class Topology(_Strict):
     indicators: IndicatorSettings
     quality: QualitySettings
     model: ModelSettings
+    alerts: AlertSettings
     sink: SinkSettings
 
     @field_validator("topics")
@@ -468,6 +565,14 @@ def parse_topology(text: str, source: str = "topology.yaml") -> Topology:
         topology = Topology.model_validate(data)
     except ValidationError as exc:
         errors += [_format_error(err, root, source) for err in exc.errors()]
+    else:
+        # Cross-section references: a rule's window must be one of indicators.windows.
+        names = {w.name for w in topology.indicators.windows}
+        for i, rule in enumerate(topology.alerts.rules):
+            if rule.window not in names:
+                loc = ("alerts", "rules", i, "window")
+                errors.append(f"{source}:{_line_of(root, loc)}: alerts.rules.{i}.window: unknown window "
+                              f"{rule.window!r}; indicators.windows has {', '.join(sorted(names))}")  # fmt: skip
     if errors:
         raise TopologyError("\n".join(errors))
     return topology

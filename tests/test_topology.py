@@ -90,6 +90,11 @@ model:
     channels: {levels: [hotline, app_web], baseline: hotline}
     customer_tiers: {levels: [standard, gold], baseline: standard}
     plans: {levels: [], baseline: null}
+alerts:
+  state_horizon: 2d
+  delivery: {retries: 3, backoff: 500ms, resend_interval: 1m, queue_max: 100}
+  rules:
+    - {name: sat_drop, indicator: sat_mean, scope: district, window: 1h, comparator: "<", threshold: 7, severity: warning}
 """
 
 
@@ -265,7 +270,7 @@ def test_unknown_key_is_an_error_with_suggestion(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     [error] = errors_of(VALID + "windows:\n  - 5m\n", tmp_path)
-    assert error.endswith(":69: windows: unknown key")
+    assert error.endswith(":74: windows: unknown key")
 
 
 def test_missing_required_topic(tmp_path: Path) -> None:
@@ -308,7 +313,7 @@ def test_all_errors_reported_one_per_line(tmp_path: Path) -> None:
         (edit(31, "  horizon: [7d"), 32, "expected ',' or ']'"),
         (edit(25, "    batch_max_events: 1"), 25, "mapping values are not allowed here"),
         (edit(14, "\tretention: 7d"), 14, "cannot start any token"),
-        (VALID + "---\nversion: 1\n", 69, "expected a single document in the stream, but found"),
+        (VALID + "---\nversion: 1\n", 74, "expected a single document in the stream, but found"),
     ],
 )
 def test_bad_yaml(tmp_path: Path, text: str, line_no: int, fragment: str) -> None:
@@ -340,6 +345,12 @@ def test_topology_error_is_value_error() -> None:
         (64, "    ticket: [open_ticket, sla_brech]", ":64: model.factors.ticket.1: Input should be"),
         (66, "    channels: {levels: [hotline, fax], baseline: hotline}", ":66: model.factors.channels: unknown level(s) ['fax']"),
         (59, "  memory: 1", ":59: model.memory: Input should be greater than or equal to 2"),
+        (73, '    - {name: sat_drop, indicator: sat_mean, scope: district, window: 2h, comparator: "<", threshold: 7, '
+             'severity: warning}', ":73: alerts.rules.0.window: unknown window '2h'; indicators.windows has 1h, 24h"),
+        (73, '    - {name: sat_drop, indicator: sat_avg, scope: district, window: 1h, comparator: "<", threshold: 7, '
+             'severity: warning}', ":73: alerts.rules.0.indicator: unknown indicator 'sat_avg'"),
+        (73, '    - {name: sat_drop, indicator: sat_mean, scope: street, window: 1h, comparator: "<", threshold: 7, '
+             'severity: warning}', ":73: alerts.rules.0.scope: Input should be"),
     ],
 )
 def test_model_section_errors_name_line_and_field(line, new, expected, tmp_path):

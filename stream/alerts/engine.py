@@ -1,0 +1,369 @@
+"""The alert engine: indicator windows per rule scope, and each rule's alert lifecycle.
+
+Pure and synchronous. It is fed the indicator cells the indicator stage publishes: one writer's
+partial counters of one ``(window, start, district, channel, business_line)`` cell, the newest
+version replacing the writer's previous one, so the sum over writers is the cell's value whatever
+the number of workers. Each rule aggregates the cells of its window into its scope (district, city,
+province or network, optionally split by channel or business line) incrementally, by deltas.
+
+A rule judges each window instance of each scope key whose volume (the indicator's denominator)
+reaches ``min_volume``; the still-filling newest window is judged too, so an incident fires within
+the window it starts in. The lifecycle of one rule and scope key (its *fingerprint*):
+
+- ``pending``: the newest judged windows breach, fewer than ``for`` in a row;
+- ``firing``: ``for`` judged windows in a row breach; ``since`` is the start of the first of them;
+- ``resolved``: while firing, ``keep_firing_for`` judged windows in a row are clear: beyond the
+  threshold by ``hysteresis`` on the good side (an indicator hovering at the threshold stays firing);
+- ``inactive``: a pending alert whose breach did not last;
+- ``predicted`` / ``unpredicted``: a trend warning (rules with ``forecast``): river's Holt-Winters on the
+  completed windows forecasts a crossing within ``forecast.horizon`` windows while the rule is not
+  yet pending or firing; withdrawn when the forecast no longer crosses or the rule breaches.
+
+A transition is emitted once; the same input again (a redelivered batch, a restored state) emits
+nothing, so delivery is free of duplicates.
+
+>>> from stream.topology import AlertRule, WindowSpec
+>>> from stream.indicators.counters import INDEX, WIDTH
+>>> rule = AlertRule.model_validate({"name": "sat_drop", "indicator": "sat_mean", "scope": "district",
+...     "window": "1h", "comparator": "<", "threshold": 7.0, "min_volume": 10, "for": 2, "severity": "warning"})
+>>> engine = AlertEngine([rule], {"1h": WindowSpec(name="1h", kind="tumbling", size="1h")})
+>>> def cell(hour, n, mean):
+...     row = np.zeros(WIDTH); row[INDEX["sat_n"]], row[INDEX["sat_sum"]] = n, n * mean
+...     return CellUpdate("1h", hour * 3600, (hour + 1) * 3600, "P1", "C1", "D1", "hotline", "", 1, row)
+>>> [t.status for t in engine.apply([cell(0, 20, 8.1)])]
+[]
+>>> [t.status for t in engine.apply([cell(1, 20, 6.2)])], [t.status for t in engine.apply([cell(2, 20, 6.0)])]
+(['pending'], ['firing'])
+>>> t = engine.alerts()[0]; t.since, round(t.value, 1), t.labels["district"]
+(3600, 6.0, 'D1')
+>>> [t.status for t in engine.apply([cell(2, 20, 6.0)])]  # the same input again: nothing new
+[]
+>>> [t.status for t in engine.apply([cell(3, 20, 7.5)])]
+['resolved']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from river import time_series
+
+from ..indicators import formulas
+from ..indicators.counters import WIDTH
+from ..topology import AlertRule, WindowSpec
+
+_CMP: dict[str, Callable[[float, float], bool]] = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_HISTORY = 400  # completed window values kept per rule and key (percent baselines, forecasts)
+_WEEK = 7 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class CellUpdate:
+    """One writer's partial counters of one cell of one window instance (epoch seconds)."""
+
+    window: str
+    start: int
+    end: int
+    province: str
+    city: str
+    district: str
+    channel: str
+    business_line: str
+    writer: int
+    values: np.ndarray  # WIDTH counters
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A change of one alert's status: what goes to the topic, ClickHouse and on-call."""
+
+    rule: AlertRule
+    fingerprint: str
+    status: str  # pending | firing | resolved | inactive | predicted | unpredicted
+    labels: dict[str, str]  # scope labels: province, city, district, channel, business_line (as the scope has them)
+    value: float | None
+    threshold: float
+    baseline: float | None  # change rules: the baseline the value is compared with
+    volume: float
+    window_start: int  # the window instance judged (epoch s)
+    window_end: int
+    since: int  # start of the first breaching window of this episode (epoch s)
+    predicted_value: float | None = None  # predicted: the forecast value at the crossing
+    predicted_window_start: int | None = None  # predicted: the window in which the crossing is forecast
+
+
+@dataclass
+class _Instance:
+    value: float | None
+    volume: float
+    verdict: bool | None  # breach; None: not judged (too little volume, or no baseline yet)
+    clear: bool  # beyond the threshold by the hysteresis on the good side
+    baseline: float | None
+
+
+@dataclass
+class _State:
+    instances: dict[int, _Instance] = field(default_factory=dict)
+    status: str = "inactive"
+    since: int | None = None
+    completed: deque = field(default_factory=lambda: deque(maxlen=_HISTORY))  # (start, value) of completed windows
+    week_stats: dict[int, list[float]] = field(default_factory=dict)  # hour-of-week slot -> [n, mean, m2]
+    last_completed: int | None = None
+    forecaster: object | None = None
+    warning: bool = False
+
+
+def fingerprint(rule_name: str, labels: dict[str, str]) -> str:
+    """Stable identity of one rule and scope key (the same across restarts and workers)."""
+    text = rule_name + "|" + "|".join(f"{k}={labels[k]}" for k in sorted(labels))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def scope_labels(rule: AlertRule, cell: CellUpdate) -> dict[str, str]:
+    levels = {"network": (), "province": ("province",), "city": ("province", "city"),
+              "district": ("province", "city", "district")}[rule.scope]  # fmt: skip
+    return {k: getattr(cell, k) for k in (*levels, *rule.by)}
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        rules: list[AlertRule],
+        windows: dict[str, WindowSpec],
+        subscribers: Callable[[dict[str, str], int], float | None] | None = None,
+    ) -> None:
+        self.rules = list(rules)
+        self.hops = {r.name: int(windows[r.window].hop.total_seconds()) for r in rules}
+        self.sizes = {r.name: int(windows[r.window].size.total_seconds()) for r in rules}
+        self.subscribers = subscribers  # (scope labels, window start) -> subscribers, for complaint rates
+        self._by_window: dict[str, list[AlertRule]] = {}
+        for r in self.rules:
+            self._by_window.setdefault(r.window, []).append(r)
+        self._partials: dict[tuple, np.ndarray] = {}  # (window, start, cell labels, writer) -> counters
+        self._agg: dict[str, dict[tuple, np.ndarray]] = {r.name: {} for r in self.rules}  # (start, key) -> counters
+        self._labels: dict[tuple[str, tuple], dict[str, str]] = {}  # (rule, key) -> labels
+        self._state: dict[tuple[str, tuple], _State] = {}
+
+    # -- input ---------------------------------------------------------------------------
+    def apply(self, updates: Iterable[CellUpdate]) -> list[Transition]:
+        """Apply cell updates and return the transitions they cause."""
+        touched: dict[tuple[str, tuple], set[int]] = {}
+        for u in updates:
+            rules = self._by_window.get(u.window)
+            if not rules:
+                continue
+            cell = (u.province, u.city, u.district, u.channel, u.business_line)
+            pkey = (u.window, u.start, cell, u.writer)
+            old = self._partials.get(pkey)
+            delta = u.values if old is None else u.values - old
+            self._partials[pkey] = u.values
+            if old is not None and not delta.any():
+                continue
+            for rule in rules:
+                labels = scope_labels(rule, u)
+                key = tuple(labels.values())
+                agg = self._agg[rule.name]
+                k = (u.start, key)
+                acc = agg.get(k)
+                agg[k] = delta.copy() if acc is None else acc + delta
+                self._labels.setdefault((rule.name, key), labels)
+                touched.setdefault((rule.name, key), set()).add(u.start)
+        out: list[Transition] = []
+        rules = {r.name: r for r in self.rules}
+        for (name, key), starts in touched.items():
+            out.extend(self._evaluate(rules[name], key, starts))
+        return out
+
+    def restore_status(self, rule_name: str, labels: dict[str, str], status: str, since: int) -> None:
+        """An alert's last known status (from storage), so a restart does not announce it again."""
+        key = tuple(labels.values())
+        st = self._state.setdefault((rule_name, key), _State())
+        self._labels.setdefault((rule_name, key), labels)
+        st.status, st.since = status, since
+        st.warning = status == "predicted"
+
+    # -- judging -------------------------------------------------------------------------
+    def _judge(self, rule: AlertRule, st: _State, labels: dict[str, str], start: int, row: np.ndarray) -> _Instance:
+        subs = self.subscribers(labels, start) if self.subscribers and rule.indicator == "complaint_rate_per_10k" else None
+        value = formulas.value(rule.indicator, row, subs)
+        volume = formulas.volume(rule.indicator, row)
+        if value is None or volume < rule.min_volume:
+            return _Instance(value, volume, None, False, None)
+        cmp = _CMP[rule.comparator]
+        if rule.change is None:
+            breach = cmp(value, rule.threshold)
+            margin = rule.hysteresis if rule.comparator in (">", ">=") else -rule.hysteresis
+            return _Instance(value, volume, breach, not cmp(value, rule.threshold - margin), None)
+        score, baseline = self._change_score(rule, st, start, value)
+        if score is None:
+            return _Instance(value, volume, None, False, baseline)
+        breach = cmp(score, rule.threshold)
+        margin = rule.hysteresis if rule.comparator in (">", ">=") else -rule.hysteresis
+        return _Instance(value, volume, breach, not cmp(score, rule.threshold - margin), baseline)
+
+    def _change_score(self, rule: AlertRule, st: _State, start: int, value: float) -> tuple[float | None, float | None]:
+        spec = rule.change
+        if spec.kind == "percent":
+            prev = [v for s, v in st.completed if s < start][-spec.baseline_windows :]
+            if len(prev) < min(3, spec.baseline_windows):
+                return None, None
+            base = sum(prev) / len(prev)
+            return ((value - base) / abs(base) * 100.0 if base else None), base
+        stats = st.week_stats.get(self._slot(start))
+        if stats is None or stats[0] < spec.min_weeks:
+            return None, None
+        n, mean, m2 = stats
+        sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
+        return ((value - mean) / sd if sd > 0 else None), mean
+
+    @staticmethod
+    def _slot(start: int) -> int:
+        return (start % _WEEK) // 3600  # hour of week (epoch day 0 is a Thursday; any fixed origin does)
+
+    def _evaluate(self, rule: AlertRule, key: tuple, starts: set[int]) -> list[Transition]:
+        st = self._state.setdefault((rule.name, key), _State())
+        labels = self._labels[(rule.name, key)]
+        agg = self._agg[rule.name]
+        for start in sorted(starts):
+            st.instances[start] = self._judge(rule, st, labels, start, agg[(start, key)])
+        self._complete(rule, st, labels)
+        judged = sorted((s for s, i in st.instances.items() if i.verdict is not None), reverse=True)
+        streak = 0
+        for s in judged:
+            if not st.instances[s].verdict:
+                break
+            streak += 1
+        clear = 0
+        for s in judged:
+            if not st.instances[s].clear:
+                break
+            clear += 1
+        out: list[Transition] = []
+        newest = judged[0] if judged else max(st.instances)
+        inst = st.instances[newest]
+
+        def emit(status: str, since: int, **extra) -> None:
+            out.append(Transition(rule, fingerprint(rule.name, labels), status, labels, inst.value, rule.threshold,
+                                  inst.baseline, inst.volume, newest, newest + self.sizes[rule.name], since, **extra))  # fmt: skip
+
+        if st.status in ("inactive", "resolved", "predicted", "unpredicted", "pending") and streak:
+            since = judged[streak - 1]
+            if streak >= rule.for_:
+                if st.warning:
+                    st.warning = False
+                st.status, st.since = "firing", since
+                emit("firing", since)
+            elif st.status != "pending":
+                if st.warning:
+                    st.warning = False
+                st.status, st.since = "pending", since
+                emit("pending", since)
+        elif st.status == "pending" and not streak:
+            st.status = "inactive"
+            emit("inactive", st.since or newest)
+            st.since = None
+        elif st.status == "firing" and clear >= rule.keep_firing_for:
+            st.status = "resolved"
+            emit("resolved", st.since or newest)
+            st.since = None
+        if rule.forecast is not None and st.status not in ("pending", "firing"):
+            out.extend(self._warn(rule, st, labels, newest, inst))
+        return out
+
+    # -- completed windows: baselines and forecasts ---------------------------------------
+    def _complete(self, rule: AlertRule, st: _State, labels: dict[str, str]) -> None:
+        """Every judged window older than the newest is complete: it feeds baselines and the forecaster."""
+        starts = sorted(st.instances)
+        for s in starts[:-1]:
+            if st.last_completed is not None and s <= st.last_completed:
+                continue
+            inst = st.instances[s]
+            st.last_completed = s
+            if inst.value is None:
+                continue
+            st.completed.append((s, inst.value))
+            slot = st.week_stats.setdefault(self._slot(s), [0, 0.0, 0.0])
+            slot[0] += 1
+            d = inst.value - slot[1]
+            slot[1] += d / slot[0]
+            slot[2] += d * (inst.value - slot[1])
+            if rule.forecast is not None and inst.volume >= rule.min_volume:
+                if st.forecaster is None:
+                    st.forecaster = time_series.HoltWinters(alpha=rule.forecast.alpha, beta=rule.forecast.beta)
+                st.forecaster.learn_one(inst.value)
+        # bounded: keep the instances a streak can still need
+        keep = max(rule.for_, rule.keep_firing_for) + 2
+        for s in starts[:-keep]:
+            del st.instances[s]
+
+    def _warn(self, rule: AlertRule, st: _State, labels: dict[str, str], newest: int, inst: _Instance) -> list[Transition]:
+        f = rule.forecast
+        fp = fingerprint(rule.name + ":forecast", labels)
+        crossing = None
+        if st.forecaster is not None and len(st.completed) >= f.min_windows:
+            cmp = _CMP[rule.comparator]
+            for h, v in enumerate(st.forecaster.forecast(horizon=f.horizon), start=1):
+                if cmp(v, rule.threshold):
+                    crossing = (h, v)
+                    break
+        hop = self.hops[rule.name]
+        base = st.last_completed if st.last_completed is not None else newest
+        if crossing and not st.warning:
+            st.warning = True
+            h, v = crossing
+            return [Transition(rule, fp, "predicted", labels, inst.value, rule.threshold, None, inst.volume, newest,
+                               newest + self.sizes[rule.name], newest, predicted_value=v, predicted_window_start=base + h * hop)]  # fmt: skip
+        if not crossing and st.warning:
+            st.warning = False
+            return [Transition(rule, fp, "unpredicted", labels, inst.value, rule.threshold, None, inst.volume, newest,
+                               newest + self.sizes[rule.name], newest)]  # fmt: skip
+        return []
+
+    # -- reading and housekeeping ---------------------------------------------------------
+    def alerts(self, statuses: tuple[str, ...] = ("pending", "firing")) -> list[Transition]:
+        """The current alerts (newest window's figures), for queries and re-sending."""
+        out = []
+        rules = {r.name: r for r in self.rules}
+        for (name, key), st in self._state.items():
+            if st.status not in statuses or not st.instances:
+                continue
+            rule = rules.get(name)
+            if rule is None:
+                continue
+            labels = self._labels[(name, key)]
+            newest = max(st.instances)
+            inst = st.instances[newest]
+            out.append(Transition(rule, fingerprint(name, labels), st.status, labels, inst.value, rule.threshold,
+                                  inst.baseline, inst.volume, newest, newest + self.sizes[name], st.since or newest))  # fmt: skip
+        return out
+
+    def status(self, fp: str) -> str | None:
+        for (name, key), st in self._state.items():
+            if fingerprint(name, self._labels[(name, key)]) == fp:
+                return st.status
+        return None
+
+    def prune(self, before: int) -> int:
+        """Forget window instances that started before ``before`` (epoch s); returns how many cells left."""
+        old = [k for k in self._partials if k[1] < before]
+        for k in old:
+            del self._partials[k]
+        for agg in self._agg.values():
+            for k in [k for k in agg if k[0] < before]:
+                del agg[k]
+        for st in self._state.values():
+            for s in [s for s in st.instances if s < before]:
+                del st.instances[s]
+        return len(old)
+
+    def __len__(self) -> int:
+        return len(self._partials)
+
+
+__all__ = ["WIDTH", "AlertEngine", "CellUpdate", "Transition", "fingerprint", "scope_labels"]
