@@ -12,8 +12,9 @@ the window it starts in. The lifecycle of one rule and scope key (its *fingerpri
 
 - ``pending``: the newest judged windows breach, fewer than ``for`` in a row;
 - ``firing``: ``for`` judged windows in a row breach; ``since`` is the start of the first of them;
-- ``resolved``: while firing, ``keep_firing_for`` judged windows in a row are clear: beyond the
-  threshold by ``hysteresis`` on the good side (an indicator hovering at the threshold stays firing);
+- ``resolved``: while firing, the newest ``keep_firing_for`` complete judged windows are clear: beyond
+  the threshold by ``hysteresis`` on the good side (an indicator hovering at the threshold stays firing);
+  a window is complete once a later one has data;
 - ``inactive``: a pending alert whose breach did not last;
 - ``predicted`` / ``unpredicted``: a trend warning (rules with ``forecast``): river's Holt-Winters on the
   completed windows forecasts a crossing within ``forecast.horizon`` windows while the rule is not
@@ -38,7 +39,9 @@ nothing, so delivery is free of duplicates.
 (3600, 6.0, 'D1')
 >>> [t.status for t in engine.apply([cell(2, 20, 6.0)])]  # the same input again: nothing new
 []
->>> [t.status for t in engine.apply([cell(3, 20, 7.5)])]
+>>> [t.status for t in engine.apply([cell(3, 20, 7.5)])]  # hour 3 is still filling
+[]
+>>> [t.status for t in engine.apply([cell(4, 2, 7.5)])]  # now it is complete (hour 4: too few responses)
 ['resolved']
 """
 
@@ -230,19 +233,25 @@ class AlertEngine:
         st = self._state.setdefault((rule.name, key), _State())
         labels = self._labels[(rule.name, key)]
         agg = self._agg[rule.name]
+        for start in starts:  # placeholders first: a new window completes the ones before it
+            st.instances.setdefault(start, _Instance(None, 0.0, None, False, None))
+        self._complete(rule, st, labels)
         for start in sorted(starts):
             st.instances[start] = self._judge(rule, st, labels, start, agg[(start, key)])
-        self._complete(rule, st, labels)
         judged = sorted((s for s, i in st.instances.items() if i.verdict is not None), reverse=True)
         streak = 0
         for s in judged:
             if not st.instances[s].verdict:
                 break
             streak += 1
+        # Clearing needs complete windows: the newest one is still filling (a count only grows).
         clear = 0
+        newest_start = max(st.instances)
         for s in judged:
-            if not st.instances[s].clear:
-                break
+            if s == newest_start:
+                continue
+            if not st.instances[s].clear or (st.since is not None and s < st.since):
+                break  # only windows since the episode began count towards clearing it
             clear += 1
         out: list[Transition] = []
         newest = judged[0] if judged else max(st.instances)
@@ -267,11 +276,9 @@ class AlertEngine:
         elif st.status == "pending" and not streak:
             st.status = "inactive"
             emit("inactive", st.since or newest)
-            st.since = None
         elif st.status == "firing" and clear >= rule.keep_firing_for:
             st.status = "resolved"
             emit("resolved", st.since or newest)
-            st.since = None
         if rule.forecast is not None and st.status not in ("pending", "firing"):
             out.extend(self._warn(rule, st, labels, newest, inst))
         return out
