@@ -46,13 +46,21 @@ class Settings(BaseSettings):
         description="Path of `topology.yaml`. Unset: `./topology.yaml`, "
         "else the one shipped with the package.",
     )
+    alertmanager_url: str | None = Field(
+        default=None,
+        description="Prometheus Alertmanager base URL, e.g. `http://alertmanager:9093`; alerts are posted to its v2 API. "
+        "Unset: no Alertmanager delivery.",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None, description="URL that receives every alert status change as JSON (POST). Unset: no webhook."
+    )
     web_port: int = Field(default=6066, ge=1, le=65535, description="Port of the web/metrics server.")
     web_host: str = Field(default="127.0.0.1", description="Interface the web server binds to.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Log level: critical, error, warning, info or debug."
     )
 
-    @field_validator("kafka_bootstrap", "clickhouse_url", "topology", mode="before")
+    @field_validator("kafka_bootstrap", "clickhouse_url", "topology", "alertmanager_url", "alert_webhook_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # Deployment templates often render unset values as "": treat as unset.

@@ -245,7 +245,7 @@ def test_out_of_range_message_is_exact(tmp_path: Path) -> None:
         (20, "    retention: -1d", 20, "topics.dead_letters.retention", "invalid duration"),
         # unknown contract / key not in the contract
         (12, "    contract: satisfaction", 12, "topics.satisfaction_events.contract",
-         "unknown contract 'satisfaction'; known: factor_coefficients, indicator_update, satisfaction_event, subscriber_base, ticket_event"),
+         "unknown contract 'satisfaction'; known: alert, factor_coefficients, indicator_update, satisfaction_event, subscriber_base, supervision_event, ticket_event"),
         (9, "    key: msisdn", 3, "topics.ticket_events", "'msisdn' is not a field of contract"),
     ],
 )

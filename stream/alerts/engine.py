@@ -120,6 +120,7 @@ class _State:
     last_completed: int | None = None
     forecaster: object | None = None
     warning: bool = False
+    asof: int | None = None  # the newest window the lifecycle has been evaluated at
 
 
 def fingerprint(rule_name: str, labels: dict[str, str]) -> str:
@@ -152,10 +153,17 @@ class AlertEngine:
         self._agg: dict[str, dict[tuple, np.ndarray]] = {r.name: {} for r in self.rules}  # (start, key) -> counters
         self._labels: dict[tuple[str, tuple], dict[str, str]] = {}  # (rule, key) -> labels
         self._state: dict[tuple[str, tuple], _State] = {}
+        self.watermark: int | None = None
 
     # -- input ---------------------------------------------------------------------------
-    def apply(self, updates: Iterable[CellUpdate]) -> list[Transition]:
-        """Apply cell updates and return the transitions they cause."""
+    def apply(self, updates: Iterable[CellUpdate], watermark: int | None = None) -> list[Transition]:
+        """Apply cell updates and return the transitions they cause.
+
+        ``watermark`` (epoch s; the indicator stage's): windows ending at or before it are complete. Without
+        it a window counts as complete once a later window has data.
+        """
+        if watermark is not None:
+            self.watermark = max(self.watermark or watermark, watermark)
         touched: dict[tuple[str, tuple], set[int]] = {}
         for u in updates:
             rules = self._by_window.get(u.window)
@@ -181,6 +189,11 @@ class AlertEngine:
         rules = {r.name: r for r in self.rules}
         for (name, key), starts in touched.items():
             out.extend(self._evaluate(rules[name], key, starts))
+        if watermark is not None:
+            # Time passing completes windows: a firing alert whose scope went quiet can resolve.
+            for (name, key), st in self._state.items():
+                if st.status == "firing" and (name, key) not in touched and st.instances and name in rules:
+                    out.extend(self._step(rules[name], st, self._labels[(name, key)], max(st.instances)))
         return out
 
     def restore_status(self, rule_name: str, labels: dict[str, str], status: str, since: int) -> None:
@@ -188,8 +201,10 @@ class AlertEngine:
         key = tuple(labels.values())
         st = self._state.setdefault((rule_name, key), _State())
         self._labels.setdefault((rule_name, key), labels)
+        if status in ("predicted", "unpredicted"):
+            st.warning = status == "predicted"
+            return
         st.status, st.since = status, since
-        st.warning = status == "predicted"
 
     # -- judging -------------------------------------------------------------------------
     def _judge(self, rule: AlertRule, st: _State, labels: dict[str, str], start: int, row: np.ndarray) -> _Instance:
@@ -230,31 +245,46 @@ class AlertEngine:
         return (start % _WEEK) // 3600  # hour of week (epoch day 0 is a Thursday; any fixed origin does)
 
     def _evaluate(self, rule: AlertRule, key: tuple, starts: set[int]) -> list[Transition]:
+        """Judge the touched windows in time order, each as of itself: a batch that spans hours (a replay,
+        a lagging partition) goes through the same transitions as the live stream would."""
         st = self._state.setdefault((rule.name, key), _State())
         labels = self._labels[(rule.name, key)]
         agg = self._agg[rule.name]
-        for start in starts:  # placeholders first: a new window completes the ones before it
-            st.instances.setdefault(start, _Instance(None, 0.0, None, False, None))
-        self._complete(rule, st, labels)
+        out: list[Transition] = []
         for start in sorted(starts):
+            st.instances.setdefault(start, _Instance(None, 0.0, None, False, None))
+            self._complete(rule, st, start)  # a new window completes the ones before it
             st.instances[start] = self._judge(rule, st, labels, start, agg[(start, key)])
-        judged = sorted((s for s, i in st.instances.items() if i.verdict is not None), reverse=True)
+            # Time only moves forward: a late change to an older window is judged, and counts when a newer
+            # window is next evaluated, but does not reopen history (a resolved episode stays resolved).
+            if st.asof is None or start >= st.asof:
+                st.asof = start
+                out.extend(self._step(rule, st, labels, start))
+        # bounded: keep the instances a streak can still need
+        keep = max(rule.for_, rule.keep_firing_for) + 2
+        for s in sorted(st.instances)[:-keep]:
+            del st.instances[s]
+        return out
+
+    def _step(self, rule: AlertRule, st: _State, labels: dict[str, str], asof: int) -> list[Transition]:
+        judged = sorted((s for s, i in st.instances.items() if i.verdict is not None and s <= asof), reverse=True)
         streak = 0
         for s in judged:
             if not st.instances[s].verdict:
                 break
             streak += 1
-        # Clearing needs complete windows: the newest one is still filling (a count only grows).
+        # Clearing needs complete windows: one still filling may yet breach (a count only grows).
         clear = 0
-        newest_start = max(st.instances)
+        newest_overall = max(st.instances)
+        size = self.sizes[rule.name]
         for s in judged:
-            if s == newest_start:
+            if (s + size > self.watermark) if self.watermark is not None else (s == newest_overall):
                 continue
             if not st.instances[s].clear or (st.since is not None and s < st.since):
                 break  # only windows since the episode began count towards clearing it
             clear += 1
         out: list[Transition] = []
-        newest = judged[0] if judged else max(st.instances)
+        newest = judged[0] if judged else asof
         inst = st.instances[newest]
 
         def emit(status: str, since: int, **extra) -> None:
@@ -264,13 +294,11 @@ class AlertEngine:
         if st.status in ("inactive", "resolved", "predicted", "unpredicted", "pending") and streak:
             since = judged[streak - 1]
             if streak >= rule.for_:
-                if st.warning:
-                    st.warning = False
+                st.warning = False
                 st.status, st.since = "firing", since
                 emit("firing", since)
             elif st.status != "pending":
-                if st.warning:
-                    st.warning = False
+                st.warning = False
                 st.status, st.since = "pending", since
                 emit("pending", since)
         elif st.status == "pending" and not streak:
@@ -279,15 +307,17 @@ class AlertEngine:
         elif st.status == "firing" and clear >= rule.keep_firing_for:
             st.status = "resolved"
             emit("resolved", st.since or newest)
-        if rule.forecast is not None and st.status not in ("pending", "firing"):
+        if rule.forecast is not None and st.status not in ("pending", "firing") and asof == newest_overall:
             out.extend(self._warn(rule, st, labels, newest, inst))
         return out
 
     # -- completed windows: baselines and forecasts ---------------------------------------
-    def _complete(self, rule: AlertRule, st: _State, labels: dict[str, str]) -> None:
-        """Every judged window older than the newest is complete: it feeds baselines and the forecaster."""
-        starts = sorted(st.instances)
-        for s in starts[:-1]:
+    def _complete(self, rule: AlertRule, st: _State, before: int) -> None:
+        """Windows older than ``before`` are complete: they feed baselines and the forecaster, once."""
+        size = self.sizes[rule.name]
+        for s in sorted(st.instances):
+            if s >= before or (self.watermark is not None and s + size > self.watermark):
+                break
             if st.last_completed is not None and s <= st.last_completed:
                 continue
             inst = st.instances[s]
@@ -304,10 +334,6 @@ class AlertEngine:
                 if st.forecaster is None:
                     st.forecaster = time_series.HoltWinters(alpha=rule.forecast.alpha, beta=rule.forecast.beta)
                 st.forecaster.learn_one(inst.value)
-        # bounded: keep the instances a streak can still need
-        keep = max(rule.for_, rule.keep_firing_for) + 2
-        for s in starts[:-keep]:
-            del st.instances[s]
 
     def _warn(self, rule: AlertRule, st: _State, labels: dict[str, str], newest: int, inst: _Instance) -> list[Transition]:
         f = rule.forecast

@@ -6,6 +6,7 @@ from them (``cxstream schemas export``) and a test fails when the two drift.
 
 from pydantic import BaseModel
 
+from .alerts import Alert, SupervisionEvent
 from .common import BusinessLine, Channel, CustomerTier, Envelope, Region
 from .reference import FactorCoefficients, FactorEstimate, IndicatorCells, IndicatorUpdate, SubscriberBase
 from .satisfaction import HotlineDimensions, SatisfactionEvent
@@ -23,9 +24,13 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     "subscriber_base": SubscriberBase,
     "indicator_update": IndicatorUpdate,
     "factor_coefficients": FactorCoefficients,
+    "alert": Alert,
+    "supervision_event": SupervisionEvent,
 }
 
 __all__ = [
+    "Alert",
+    "SupervisionEvent",
     "CONTRACTS",
     "EVENT_CONTRACTS",
     "FactorCoefficients",

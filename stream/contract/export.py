@@ -122,6 +122,57 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             },
         }
     ],
+    "alert": [
+        {
+            "schema_version": 1,
+            "alert_id": "6f1c2a9e0b7d4c13-1795161600",
+            "fingerprint": "6f1c2a9e0b7d4c13",
+            "rule": "complaint_surge",
+            "status": "firing",
+            "severity": "critical",
+            "indicator": "complaints",
+            "window": "1h",
+            "scope": "district",
+            "labels": {"province": "P02", "city": "P02-C02", "district": "P02-C02-D02", "team": "network-ops"},
+            "comparator": ">=",
+            "threshold": 80,
+            "value": 98,
+            "volume": 98,
+            "window_start": "2026-11-20T10:00:00Z",
+            "window_end": "2026-11-20T11:00:00Z",
+            "since": "2026-11-20T10:00:00Z",
+            "summary": "complaints 98 >= 80 in district P02-C02-D02 (1h window from 2026-11-20 10:00 UTC, volume 98)",
+            "top_factors": [
+                {"factor": "complaints_network", "coefficient": -1.02, "stderr": 0.04, "exposure": 0.31, "impact": -0.32}
+            ],
+            "links": {
+                "explain": "cxstream explain P02-C02-D02 --window 1h --end 2026-11-20T11:00:00Z",
+                "query": "SELECT window_start, complaints FROM cxstream.indicator_rollups WHERE level = 'district' "
+                "AND district = 'P02-C02-D02' AND window = '1h' ORDER BY window_start",
+                "dashboard": "http://localhost:3000/d/cx-district?var-district=P02-C02-D02",
+                "runbook": "https://runbooks.example.com/cx/complaint-surge",
+            },
+            "evaluated_at": "2026-11-20T10:21:07.311Z",
+            "trigger_arrival": "2026-11-20T10:21:06.902Z",
+        }
+    ],
+    "supervision_event": [
+        {
+            "schema_version": 1,
+            "ticket_id": "SV-6f1c2a9e0b7d4c13-1795161600",
+            "action": "acknowledged",
+            "status": "acknowledged",
+            "at": "2026-11-20T10:29:40Z",
+            "by": "li.wei",
+            "assignee": "li.wei",
+            "note": "fibre cut confirmed by NOC, crew dispatched",
+            "alert_id": "6f1c2a9e0b7d4c13-1795161600",
+            "fingerprint": "6f1c2a9e0b7d4c13",
+            "rule": "complaint_surge",
+            "alert_status": "firing",
+            "time_to_ack_s": 513.0,
+        }
+    ],
 }
 
 

@@ -211,7 +211,34 @@ class Cube:
         mark = self.marks.get(source)
         if mark is None or event_time > mark:
             self.marks[source] = event_time
-            self.watermark = min(self.marks.values())
+            self._rewatermark()
+
+    def sources(self, assigned: Iterable[tuple[str, int]], idle: Iterable[tuple[str, int]]) -> None:
+        """The source partitions the worker reads, and those with nothing left to read (caught up).
+
+        A partition that still has records to read but none seen yet holds the watermark back: otherwise
+        the partitions read first would carry it ahead and the other partitions' events would be judged
+        too late (a replay, a worker catching up). A caught-up partition does not hold it (an idle one
+        would stop it for good).
+        """
+        self._assigned = set(assigned)
+        self._idle = set(idle)
+        self._rewatermark()
+
+    def _rewatermark(self) -> None:
+        assigned = getattr(self, "_assigned", None)
+        if assigned is None:  # not told: every partition seen so far counts
+            if self.marks:
+                self.watermark = min(self.marks.values())
+            return
+        active = [s for s in assigned if s not in self._idle]
+        if any(s not in self.marks for s in active):
+            return  # held: a partition with records to read has not been seen yet
+        marks = [self.marks[s] for s in active]
+        if marks:
+            newest = min(marks)
+            if self.watermark is None or newest > self.watermark:
+                self.watermark = newest
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         lost = set(partitions)

@@ -47,6 +47,8 @@ from aiokafka.errors import (
 )
 from mode import Service
 
+from ..alerts.stage import AlertOutput, AlertStage
+from ..alerts.supervision import SupervisionError
 from ..indicators.stage import (
     IndicatorStage,
     cells_table,
@@ -100,6 +102,7 @@ class _Derived:
     version: int
     messages: list[tuple[bytes, bytes]]
     model: ModelOutput | None = None  # a factor-model publication, when one was due
+    alerts: AlertOutput | None = None  # alert transitions and the supervision tickets they open
 
 
 class Progress:
@@ -176,6 +179,11 @@ class IngestAgent(Service):
         self.with_model = model
         self.satisfaction_topic = topology.topics["satisfaction_events"].name
         self.factor_topic = topology.topics["factor_coefficients"].name
+        self.alerts = AlertStage(topology.alerts, topology.indicators, writer.database, explain=self.model.explain_recent)
+        self.alert_topic = topology.topics["alerts"].name
+        self.supervision_topic = topology.topics["supervision_events"].name
+        self.on_alerts = None  # called with the Alert documents of each committed batch (delivery)
+        self._alerts_restored = False
         self._sla_backlog: list[_Derived] = []
         self.ticket_topic = topology.topics["ticket_events"].name
         self._sla_checked_at = 0.0
@@ -267,10 +275,12 @@ class IngestAgent(Service):
         # and ClickHouse's insert deduplication drops it.
         now = utcnow()
         clock = self.tickets.sla_clock(caught_up=self._caught_up(), now=now)
+        self._note_sources(polled)
         # Validation is CPU work and storage is blocking I/O: both run in a
         # thread so heartbeats and the web server stay responsive.
         batches = await asyncio.to_thread(self.splitter.split, records)
         positions = {tp.partition: msgs[-1].offset for tp, msgs in polled.items() if tp.topic == self.satisfaction_topic}
+        arrival_ms = min(msgs[0].timestamp for msgs in polled.values())  # the batch's earliest record (alert latency)
         derived: _Derived | None = None
         raw_stored = False
         attempt = 0
@@ -282,7 +292,7 @@ class IngestAgent(Service):
                 if not raw_stored:
                     jobs.append(asyncio.to_thread(self._store_raw, batches, now))
                 if derived is None:  # derived once: a retry stores the same rows again
-                    jobs.append(asyncio.to_thread(self._derive, batches, clock, positions))
+                    jobs.append(asyncio.to_thread(self._derive, batches, clock, positions, arrival_ms))
                 results = list(await asyncio.gather(*jobs, return_exceptions=True))
                 failed = [r for r in results if isinstance(r, BaseException)]
                 if not raw_stored and not isinstance(results[0], BaseException):
@@ -311,6 +321,8 @@ class IngestAgent(Service):
             # this batch, which is stored idempotently. Not an error for us.
             log.warning("offsets of a stored batch not committed (%s); the new owner redelivers it", exc)
         self.last_commit_at = time.perf_counter()
+        if derived is not None and derived.alerts:
+            self._deliver(derived.alerts)
         # What survived the batch is long-lived state (tickets, contributions, seen ids):
         # move it out of the collector's generations so collections stay proportional to
         # the next batch, not to the whole heap. Acyclic objects are still freed by refcount.
@@ -323,6 +335,15 @@ class IngestAgent(Service):
         self._count(batches)
         self.batches_done += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _store_alerts(self, out: AlertOutput) -> None:
+        if out.alerts:
+            self._insert("alerts", self.alerts.alerts_table(out.alerts))
+        if out.supervision:
+            events, tickets = self.alerts.supervision_tables(out.supervision, out.tickets, utcnow())
+            self._insert("supervision_events", events)
+            self._insert("supervision_tickets", tickets)
+            metrics.SUPERVISION_EVENTS.labels("opened").inc(len(out.supervision))
 
     async def _final_publication(self) -> None:
         """What the models learned since their last publication, and a snapshot, so a restart resumes here."""
@@ -342,11 +363,62 @@ class IngestAgent(Service):
         self._insert("factor_model_snapshots", out.snapshot)  # last: it vouches for what came before
         metrics.MODEL_PUBLISHED.inc()
 
+    def active_alerts(self, statuses: tuple[str, ...] = ("pending", "firing")) -> list[dict]:
+        """The current alerts as Alert documents (blocking: call from a thread)."""
+        with self._storing:
+            now = utcnow()
+            return [self.alerts.document(t, now) for t in self.alerts.engine.alerts(statuses)]
+
+    async def supervise(self, ticket_id: str, action: str, by: str, note: str = "", assignee: str = "") -> dict:
+        """Assign, acknowledge or close a supervision ticket: stored, published, measured; returns the ticket.
+
+        Raises :class:`~stream.alerts.supervision.SupervisionError` for an unknown ticket or a change its
+        status does not allow.
+        """
+        book = self.alerts.book
+        ticket = book.get(ticket_id)
+        alert_status = self.alerts.engine.status(ticket.fingerprint) or "resolved"
+        now = utcnow()
+        if action == "assign":
+            ticket, event = book.assign(ticket_id, assignee, by, note, now, alert_status)
+        elif action == "acknowledge":
+            ticket, event = book.acknowledge(ticket_id, by, note, now, alert_status)
+        elif action == "close":
+            ticket, event = book.close(ticket_id, by, note, now, alert_status)
+        else:
+            raise SupervisionError(f"unknown action {action!r}: assign, acknowledge or close")
+        out = AlertOutput(supervision=[event], tickets=[ticket])
+        events, tickets = self.alerts.supervision_tables(out.supervision, out.tickets, now)
+
+        def store() -> None:
+            with self._storing_raw:
+                self._insert("supervision_events", events, self.raw_writer)
+                self._insert("supervision_tickets", tickets, self.raw_writer)
+
+        await asyncio.to_thread(store)
+        await self._send(self.supervision_topic, self.alerts.messages(out)[1])
+        metrics.SUPERVISION_EVENTS.labels(event["action"]).inc()
+        if event["time_to_ack_s"] is not None:
+            metrics.SUPERVISION_ACK_SECONDS.observe(event["time_to_ack_s"])
+        if event["time_to_close_s"] is not None:
+            metrics.SUPERVISION_CLOSE_SECONDS.observe(event["time_to_close_s"])
+        if event["closed_while_bad"]:
+            metrics.SUPERVISION_CLOSED_WHILE_BAD.inc()
+            log.warning("supervision ticket %s closed while its alert is still %s", ticket_id, alert_status)
+        return ticket.as_dict()
+
+    def _deliver(self, out: AlertOutput) -> None:
+        """Hand committed alerts to delivery (a queue: never waits for Alertmanager or the webhook)."""
+        if self.on_alerts is not None and out.alerts:
+            self.on_alerts(out.alerts)
+
     def _wait_for_storage(self) -> None:
         with self._storing, self._storing_raw:
             pass
 
-    def _derive(self, batches: dict[str, IngestBatch], clock: datetime, positions: dict[int, int]) -> _Derived:
+    def _derive(
+        self, batches: dict[str, IngestBatch], clock: datetime, positions: dict[int, int], arrival_ms: int | None = None
+    ) -> _Derived:
         """Lifecycle state, indicator cells and factor-model learning for a batch (reads ClickHouse first)."""
         with self._storing:
             partition_of = self.tickets.store.partition_of
@@ -362,14 +434,20 @@ class IngestAgent(Service):
                 sat = batches.get("satisfaction_event")
                 learned = self.model.learn(sat.accepted if sat else [], positions)
                 metrics.MODEL_LEARNED.inc(learned)
-            return self._outputs(states, late)
+            return self._outputs(states, late, arrival_ms)
 
-    def _outputs(self, states: list, late: list) -> _Derived:
+    def _outputs(self, states: list, late: list, arrival_ms: int | None = None) -> _Derived:
         cells = self.indicators.flush()
         version = self._next_version()
-        messages = update_messages(self.indicators.cube, cells, self.indicators.writer_id, version)
+        ind = self.indicators
+        messages = update_messages(ind.cube, cells, ind.writer_id, version)
         model = self.model.publish(utcnow()) if self.with_model and self.model.due() else None
-        return _Derived(states, cells, late, version, messages, model)
+        alerts = None
+        if self.with_indicators and self.alerts.windows:
+            updates = self.alerts.cell_updates(ind.cube, cells, ind.writer_id)
+            alerts = self.alerts.apply(updates, arrival_ms, utcnow(), ind.cube.watermark)
+            metrics.count_alerts(alerts.alerts, len(self.alerts.engine))
+        return _Derived(states, cells, late, version, messages, model, alerts)
 
     def _store_raw(self, batches: dict[str, IngestBatch], now: datetime) -> None:
         """Accepted events, dead letters and resends (through the second connection)."""
@@ -404,6 +482,8 @@ class IngestAgent(Service):
             metrics.INDICATOR_TOO_LATE.inc(len(d.late))
         if d.model is not None:
             self._store_model(d.model)
+        if d.alerts:
+            self._store_alerts(d.alerts)
 
     def _store_checked(self, d: _Derived) -> None:
         with self._storing:
@@ -434,6 +514,11 @@ class IngestAgent(Service):
                 await self._send(self.indicator_topic, derived.messages)
                 if derived.model is not None:
                     await self._send(self.factor_topic, derived.model.messages)
+                if derived.alerts:
+                    alerts, events = self.alerts.messages(derived.alerts)
+                    await self._send(self.alert_topic, alerts)
+                    await self._send(self.supervision_topic, events)
+                    self._deliver(derived.alerts)
             except _Stopping:
                 break
             except Exception as exc:
@@ -457,6 +542,10 @@ class IngestAgent(Service):
         futures += [await self.producer.send(self.indicator_topic, value=v, key=k) for k, v in derived.messages]
         if derived.model is not None:
             futures += [await self.producer.send(self.factor_topic, value=v, key=k) for k, v in derived.model.messages]
+        if derived.alerts:
+            alerts, events = self.alerts.messages(derived.alerts)
+            futures += [await self.producer.send(self.alert_topic, value=v, key=k) for k, v in alerts]
+            futures += [await self.producer.send(self.supervision_topic, value=v, key=k) for k, v in events]
         if futures:
             await asyncio.gather(*futures)
 
@@ -485,11 +574,31 @@ class IngestAgent(Service):
             if self.with_model:
                 self.model.restore(self.writer, satisfaction_partitions, ticket_partitions)
                 metrics.MODEL_CUSTOMERS.set(len(self.model.history))
+            if self.with_indicators and not self._alerts_restored:
+                self.alerts.restore(self.writer, self.indicators.cube.watermark)
+                self._alerts_restored = True
             self.indicators.restore_watermark(partitions)
             before = set(self.tickets.store.records)
             self.tickets.restore_open(ticket_partitions)
             restored = set(self.tickets.store.records) - before
             self.indicators.remember_stored(restored, self.tickets.store.partition_of)
+
+    def _note_sources(self, polled: dict[TopicPartition, list]) -> None:
+        """Tell the indicator cube which source partitions are assigned and which have nothing to read."""
+        consumer = self.consumer
+        assigned, idle = [], []
+        for tp in consumer.assignment():
+            assigned.append((tp.topic, tp.partition))
+            if tp in polled:
+                continue
+            high = consumer.highwater(tp)
+            try:
+                position = consumer._fetcher._subscriptions.assignment[tp].position  # noqa: SLF001
+            except Exception:  # noqa: BLE001 (no position yet: not known to be idle)
+                continue
+            if high is not None and position is not None and position >= high:
+                idle.append((tp.topic, tp.partition))
+        self.indicators.cube.sources(assigned, idle)
 
     def _caught_up(self) -> bool:
         # The last poll came back empty, or the broker says nothing is left.

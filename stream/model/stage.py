@@ -41,6 +41,7 @@ from ..ingest.records import Accepted
 from ..sink.clickhouse import Writer
 from ..state.lifecycle import TicketState
 from ..topology import ModelSettings
+from .explain import explain
 from .features import Complaint, CustomerHistory, FeatureSpec, features
 from .regression import NETWORK, FactorModel
 
@@ -48,6 +49,8 @@ log = logging.getLogger("cxstream.model")
 
 #: factor exposures are summed per district per hour of event time (explanations use whole hours)
 EXPOSURE_BUCKET_S = 3600
+#: exposures kept in memory for alert explanations
+RECENT_S = 2 * 86400
 _TS = pa.timestamp("ms", tz="UTC")
 
 
@@ -81,6 +84,8 @@ class ModelStage:
         self.learned = 0
         # (district, bucket start epoch s) -> [samples, score sum, factor sums...], since the last publication
         self._exposure: dict[tuple[str, int], np.ndarray] = {}
+        # the same, kept for RECENT_S for explanations in memory (alerts)
+        self._recent: dict[tuple[str, int], np.ndarray] = {}
         self._published_at = time.monotonic()
         self._buffer: list[tuple[list[str], np.ndarray, np.ndarray]] = []
         self._buffered = 0
@@ -137,9 +142,10 @@ class ModelStage:
         for i, key in enumerate(zip(districts, buckets.tolist(), strict=True)):
             groups[key].append(i)
         for key, ix in groups.items():
-            acc = self._exposure.get(key)
             part = rows[ix].sum(axis=0)
-            self._exposure[key] = part if acc is None else acc + part
+            for book in (self._exposure, self._recent):
+                acc = book.get(key)
+                book[key] = part if acc is None else acc + part
             d = key[0]
             newest = float(times[ix].max())
             if newest > self.as_of.get(d, float("-inf")):
@@ -160,6 +166,31 @@ class ModelStage:
         self._buffered = 0
         self.changed.update(self.model.learn_many(districts, X, y))
 
+    def explain_recent(self, labels: dict[str, str], start: float, end: float, top: int = 3) -> list[dict]:
+        """Top factors of a scope (``labels``: province / city / district, as the scope has them) in
+        ``[start, end)`` epoch seconds, from memory: the district's model for a district, else the network's."""
+        district = labels.get("district")
+        report = self.model.report(district if district and district in self.model.districts() else NETWORK)
+        if not report.n:
+            return []
+
+        def within(d: str) -> bool:
+            if district:
+                return d == district
+            province, city = self.regions.get(d, ("", ""))
+            return labels.get("province", province) == province and labels.get("city", city) == city
+
+        acc = None
+        for (d, bucket), row in self._recent.items():
+            if start - EXPOSURE_BUCKET_S < bucket < end and within(d):
+                acc = row.copy() if acc is None else acc + row
+        exposure = dict(zip(self.names, (acc[2:] / acc[0]).tolist(), strict=True)) if acc is not None and acc[0] else {}
+        coef = {f: (c, report.stderr[f]) for f, c in report.coefficients.items()}
+        return [
+            {"factor": e.factor, "coefficient": e.coefficient, "stderr": e.stderr, "exposure": e.exposure, "impact": e.impact}
+            for e in explain(district or NETWORK, coef, exposure, None, top)
+        ]
+
     def pending(self) -> bool:
         """Something learned since the last publication."""
         return bool(self.changed or self._exposure or self._buffer)
@@ -177,6 +208,10 @@ class ModelStage:
         """The changed models' coefficients, the exposures since the last call, and a snapshot."""
         self._published_at = time.monotonic()
         self.flush()
+        if self.as_of:  # recent exposures: the last RECENT_S of event time
+            horizon = max(self.as_of.values()) - RECENT_S
+            for k in [k for k in self._recent if k[1] < horizon]:
+                del self._recent[k]
         reports = [self.model.report(d) for d in sorted(self.changed)]
         self.changed.clear()
         shard = self.shard

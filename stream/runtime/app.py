@@ -18,6 +18,8 @@ from pathlib import Path
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..alerts.delivery import AlertDelivery
+from ..alerts.supervision import SupervisionError
 from ..ingest.agent import IngestAgent
 from ..quality import metrics as quality_metrics
 from ..quality.report import quality_report, report_json, store_report
@@ -49,6 +51,15 @@ def open_writer(settings: Settings, topology: Topology) -> Writer:
     )
 
 
+def _supervision_events(client, db: str, ticket_id: str) -> list[dict]:
+    result = client.query(
+        f"SELECT action, status, at, by, assignee, note, alert_status, closed_while_bad, time_to_ack_s, time_to_close_s "
+        f"FROM {db}.supervision_events FINAL WHERE ticket_id = %(t)s ORDER BY at",
+        parameters={"t": ticket_id},
+    )
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
 def _json_default(value):
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
@@ -78,6 +89,57 @@ def build_app(settings: Settings, topology: Topology, bootstrap: str, writer: Wr
             writer=Writer(connect(settings.clickhouse_dsn), topology.sink.database),
         )
     )
+
+    # Alerts: delivered to Alertmanager and a webhook from queues, after each batch's commit.
+    delivery = app.add_dependency(
+        AlertDelivery(
+            topology.alerts.delivery, settings.alertmanager_url, settings.alert_webhook_url,
+            active=lambda: agent.active_alerts(("firing",)),
+        )
+    )  # fmt: skip
+    agent.on_alerts = delivery.submit
+
+    def _json(web, doc, status: int = 200):
+        return web.bytes(json.dumps(doc, default=_json_default).encode(), content_type="application/json", status=status)
+
+    @app.page("/alerts")
+    async def _alerts(web, request):
+        """Current alerts (``?status=pending,firing``, the default; also ``predicted``, ``resolved``)."""
+        statuses = tuple(request.query.get("status", "pending,firing").split(","))
+        return _json(web, await asyncio.to_thread(agent.active_alerts, statuses))
+
+    @app.page("/supervision")
+    async def _supervision(web, request):
+        """Supervision tickets, newest first (``?status=open|assigned|acknowledged|closed``)."""
+        status = request.query.get("status")
+        return _json(web, [t.as_dict() for t in agent.alerts.book.tickets(status)])
+
+    @app.page("/supervision/{ticket_id}")
+    async def _supervision_ticket(web, request, ticket_id: str):
+        """One supervision ticket and its changes (404 if unknown)."""
+        try:
+            ticket = agent.alerts.book.get(ticket_id).as_dict()
+        except SupervisionError as exc:
+            return _json(web, {"error": str(exc)}, 404)
+        events = await asyncio.to_thread(read, _supervision_events, ticket_id)
+        return _json(web, {"ticket": ticket, "events": events})
+
+    @app.page("/supervision/{ticket_id}/{action}")
+    class _Supervise(faust.web.View):
+        """POST ``{"by": "...", "note": "...", "assignee": "..."}`` to assign, acknowledge or close a ticket."""
+
+        async def post(self, request, ticket_id: str, action: str):
+            try:
+                body = await request.json()
+            except ValueError:
+                body = {}
+            try:
+                ticket = await agent.supervise(ticket_id, action, str(body.get("by", "")), str(body.get("note", "")),
+                                               str(body.get("assignee", "")))  # fmt: skip
+            except SupervisionError as exc:
+                unknown = "no supervision ticket" in str(exc)
+                return _json(self, {"error": str(exc)}, 404 if unknown else 409)
+            return _json(self, ticket)
 
     @app.page("/metrics")
     async def _metrics(web, request):

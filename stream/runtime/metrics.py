@@ -46,3 +46,31 @@ INDICATOR_TOO_LATE = Counter(
 MODEL_LEARNED = Counter("cxstream_model_learned_total", "Satisfaction events learned by the factor model.")
 MODEL_CUSTOMERS = Gauge("cxstream_model_customers", "Customers with recent complaints held for the factor model.")
 MODEL_PUBLISHED = Counter("cxstream_model_publications_total", "Factor-model publications (coefficients, exposures, snapshot).")
+ALERT_TRANSITIONS = Counter("cxstream_alert_transitions_total", "Alert status changes, by rule and status.", ["rule", "status"])
+ALERT_STATE_CELLS = Gauge("cxstream_alert_state_cells", "Indicator cells held by the alert engine (all writers' partials).")
+ALERTS_ACTIVE = Gauge("cxstream_alerts", "Current alerts by state (pending, firing, predicted).", ["state"])
+ALERT_DELIVERIES = Counter(
+    "cxstream_alert_deliveries_total", "Alert deliveries by target (alertmanager, webhook) and outcome.", ["target", "outcome"]
+)
+ALERT_DELIVERY_FAILURES = Counter(
+    "cxstream_alert_delivery_failures_total", "Delivery attempts that failed (each is retried with backoff).", ["target"]
+)
+ALERT_DELIVERY_QUEUE = Gauge("cxstream_alert_delivery_queue", "Alerts waiting for delivery, by target.", ["target"])
+SUPERVISION_EVENTS = Counter("cxstream_supervision_events_total", "Supervision ticket changes, by action.", ["action"])
+SUPERVISION_ACK_SECONDS = Histogram(
+    "cxstream_supervision_ack_seconds", "Time from opening a supervision ticket to its acknowledgement.",
+    buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400),
+)
+SUPERVISION_CLOSE_SECONDS = Histogram(
+    "cxstream_supervision_close_seconds", "Time from opening a supervision ticket to closing it.",
+    buckets=(300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 259200),
+)
+SUPERVISION_CLOSED_WHILE_BAD = Counter(
+    "cxstream_supervision_closed_while_bad_total", "Supervision tickets closed while their alert was still firing."
+)
+
+
+def count_alerts(docs: list[dict], cells: int) -> None:
+    for d in docs:
+        ALERT_TRANSITIONS.labels(d["rule"], d["status"]).inc()
+    ALERT_STATE_CELLS.set(cells)
