@@ -5,7 +5,10 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 RATE   ?= 200
 
-.PHONY: run test demo bench clean
+.PHONY: run test demo bench clean tools
+
+# Prometheus Alertmanager (Debian package) for the alert delivery tests; installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +19,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the service on embedded defaults, with a simulated feed of RATE events/s
 	$(VENV)/bin/cxstream run --simulate $(RATE)
 
-test: $(STAMP)  ## unit, integration (real broker + chDB) and end-to-end tests
+tools:
+	@command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || { \
+	  echo "installing prometheus-alertmanager (Debian package) for the alert delivery tests"; \
+	  $(SUDO) apt-get install -y -q prometheus-alertmanager >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q prometheus-alertmanager >/dev/null; }; }
+
+test: $(STAMP) tools  ## unit, integration (real broker + chDB + Alertmanager) and end-to-end tests
 	$(VENV)/bin/python -m pytest
 
 demo: $(STAMP)

@@ -215,6 +215,132 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _post_worker(settings: Settings, path: str, body: dict) -> tuple[int, bytes] | None:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"http://{settings.web_host}:{settings.web_port}{path}", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError:
+        return None
+
+
+def _print_rows(rows: list[dict], columns: list[str]) -> None:
+    cells = [[_json_default(r.get(c)) if not isinstance(r.get(c), (int, float, str)) else str(r.get(c)) for c in columns]
+             for r in rows]  # fmt: skip
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    statuses = args.status.split(",")
+    answer = None if args.direct else _from_worker(settings, f"/alerts?status={args.status}")
+    if answer is not None and answer[0] == 200:
+        rows = json.loads(answer[1])
+    else:
+        database = load_topology(settings.topology).sink.database
+        with _clickhouse(settings) as client:
+            r = client.query(
+                f"SELECT * FROM (SELECT fingerprint, argMax(a.alert_id, a.evaluated_at) AS alert_id, any(a.rule) AS rule, "
+                f"argMax(a.status, a.evaluated_at) AS status, any(a.severity) AS severity, "
+                f"argMax(a.summary, a.evaluated_at) AS summary, argMax(a.since, a.evaluated_at) AS since, "
+                f"max(a.evaluated_at) AS last_change FROM {database}.alerts AS a "
+                f"GROUP BY fingerprint) WHERE status IN %(s)s ORDER BY last_change DESC",
+                parameters={"s": statuses},
+            )
+            rows = [dict(zip(r.column_names, row, strict=True)) for row in r.result_rows]
+    if args.json:
+        print(json.dumps(rows, default=_json_default, indent=2))
+    elif not rows:
+        print(f"no alerts with status {args.status}")
+    else:
+        _print_rows(rows, ["status", "severity", "rule", "since", "summary"])
+    return 0
+
+
+def cmd_supervision(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    settings = _settings(args)
+    action = args.action
+    if action in ("assign", "ack", "close"):
+        if not args.ticket_id or not args.by:
+            print(f"usage: cxstream supervision {action} TICKET_ID --by NAME" + (" --to NAME" if action == "assign" else ""),
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        verb = {"ack": "acknowledge"}.get(action, action)
+        answer = _post_worker(settings, f"/supervision/{quote(args.ticket_id, safe='')}/{verb}",
+                              {"by": args.by, "note": args.note or "", "assignee": args.to or ""})  # fmt: skip
+        if answer is None:
+            print("no running worker answered: supervision changes go through `cxstream run` (it owns the alert state)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        status, body = answer
+        doc = json.loads(body)
+        if status != 200:
+            print(doc.get("error", body.decode()), file=sys.stderr)
+            return 1
+        print(json.dumps(doc, indent=2) if args.json else
+              f"{doc['ticket_id']}: {doc['status']}" + (f", assigned to {doc['assignee']}" if doc["assignee"] else "")
+              + (" (closed while the alert still fires)" if doc.get("closed_while_bad") else ""))  # fmt: skip
+        return 0
+    database = load_topology(settings.topology).sink.database
+    if action == "show":
+        if not args.ticket_id:
+            print("usage: cxstream supervision show TICKET_ID", file=sys.stderr)
+            return 2
+        answer = None if args.direct else _from_worker(settings, f"/supervision/{quote(args.ticket_id, safe='')}")
+        if answer is not None and answer[0] in (200, 404):
+            doc = json.loads(answer[1])
+            if answer[0] == 404:
+                print(doc["error"], file=sys.stderr)
+                return 1
+        else:
+            with _clickhouse(settings) as client:
+                r = client.query(f"SELECT * FROM {database}.supervision_tickets FINAL WHERE ticket_id = %(t)s",
+                                 parameters={"t": args.ticket_id})  # fmt: skip
+                if not r.result_rows:
+                    print(f"no supervision ticket {args.ticket_id!r}", file=sys.stderr)
+                    return 1
+                ticket = dict(zip(r.column_names, r.result_rows[0], strict=True))
+                e = client.query(f"SELECT action, status, at, by, note FROM {database}.supervision_events FINAL "
+                                 f"WHERE ticket_id = %(t)s ORDER BY at", parameters={"t": args.ticket_id})  # fmt: skip
+                doc = {"ticket": ticket, "events": [dict(zip(e.column_names, row, strict=True)) for row in e.result_rows]}
+        if args.json:
+            print(json.dumps(doc, default=_json_default, indent=2))
+        else:
+            t = doc["ticket"]
+            print(f"{t['ticket_id']}  {t['status']}  {t['rule']} ({t['severity']})  {t['summary']}")
+            _print_rows(doc["events"], ["at", "action", "status", "by", "note"])
+        return 0
+    answer = None if args.direct else _from_worker(settings, "/supervision" + (f"?status={args.status}" if args.status else ""))
+    if answer is not None and answer[0] == 200:
+        rows = json.loads(answer[1])
+    else:
+        with _clickhouse(settings) as client:
+            where = "WHERE status = %(s)s" if args.status else ""
+            r = client.query(f"SELECT * FROM {database}.supervision_tickets FINAL {where} ORDER BY opened_at DESC",
+                             parameters={"s": args.status})  # fmt: skip
+            rows = [dict(zip(r.column_names, row, strict=True)) for row in r.result_rows]
+    if args.json:
+        print(json.dumps(rows, default=_json_default, indent=2))
+    elif not rows:
+        print("no supervision tickets" + (f" with status {args.status}" if args.status else ""))
+    else:
+        _print_rows(rows, ["ticket_id", "status", "assignee", "opened_at", "time_to_ack_s", "time_to_close_s", "summary"])
+    return 0
+
+
 def cmd_quality(args: argparse.Namespace) -> int:
     from urllib.parse import urlencode
 
@@ -296,6 +422,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_alerts(args: argparse.Namespace) -> int:
+    from .bench.alerts import run_alert_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    result = run_alert_bench(rate=args.rate, duration=args.duration, seed=args.seed, settings=_settings(args))
+    print(json.dumps(result, indent=2) if args.json else result["report"])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxstream", description="Service-perception streaming: Kafka -> Faust -> ClickHouse.")
     p.add_argument("--data-dir", type=Path, help="override CXSTREAM_DATA_DIR")
@@ -347,6 +482,23 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--direct", action="store_true", help="read ClickHouse directly, not through a running worker")
     ex.set_defaults(func=cmd_explain)
 
+    al = sub.add_parser("alerts", help="current alerts (from the running worker, else ClickHouse)")
+    al.add_argument("--status", default="pending,firing", help="comma-separated: pending, firing, resolved, predicted, ...")
+    al.add_argument("--json", action="store_true")
+    al.add_argument("--direct", action="store_true", help="read ClickHouse directly, not through a running worker")
+    al.set_defaults(func=cmd_alerts)
+
+    sv = sub.add_parser("supervision", help="supervision tickets: list, show, assign, ack, close")
+    sv.add_argument("action", nargs="?", default="list", choices=["list", "show", "assign", "ack", "close"])
+    sv.add_argument("ticket_id", nargs="?")
+    sv.add_argument("--status", help="list: open, assigned, acknowledged or closed")
+    sv.add_argument("--by", help="who makes the change")
+    sv.add_argument("--to", help="assign: the assignee")
+    sv.add_argument("--note", help="free text kept with the change")
+    sv.add_argument("--json", action="store_true")
+    sv.add_argument("--direct", action="store_true", help="read ClickHouse directly, not through a running worker")
+    sv.set_defaults(func=cmd_supervision)
+
     qual = sub.add_parser("quality", help="data quality per source system and window")
     qual.add_argument("--window", help="window length, e.g. 1h or 1d (default: topology quality.window)")
     qual.add_argument("--since", type=datetime.fromisoformat, help="first window (ISO 8601); default: all")
@@ -372,6 +524,12 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--repeat", type=int, default=3, help="runs of each pipeline; the best counts (default 3)")
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(func=cmd_bench)
+    lat = bench_sub.add_parser("alerts", help="event -> indicator and event -> alert latency at a fixed rate")
+    lat.add_argument("--rate", type=float, default=5000, help="events/s (default 5000)")
+    lat.add_argument("--duration", type=float, default=60, help="seconds of traffic (default 60)")
+    lat.add_argument("--seed", type=int, default=7)
+    lat.add_argument("--json", action="store_true")
+    lat.set_defaults(func=cmd_bench_alerts)
     return p
 
 

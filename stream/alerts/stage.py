@@ -140,7 +140,10 @@ class AlertStage:
             f"{name} {crossed} in {where}{f' ({split})' if split else ''} "
             f"({r.window} window from {_utc(t.window_start):%Y-%m-%d %H:%M} UTC, volume {t.volume:g})"
         )
-        if t.status in ("resolved", "inactive", "unpredicted"):
+        if t.status in ("resolved", "inactive") and r.summary is None:
+            summary = (f"[{t.status}] {name} back to {value} (breach: {r.comparator} {r.threshold:g}) in {where}"
+                       f"{f' ({split})' if split else ''}, since {_utc(t.since):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+        elif t.status in ("resolved", "inactive", "unpredicted"):
             summary = f"[{t.status}] " + summary
         top = self.explain(t.labels, t.window_start, t.window_end) if self.explain and t.status in ("firing", "pending", "predicted") else []
         alert_id = f"{t.fingerprint}-{t.since}"

@@ -583,21 +583,32 @@ class IngestAgent(Service):
             restored = set(self.tickets.store.records) - before
             self.indicators.remember_stored(restored, self.tickets.store.partition_of)
 
+    def _positions(self) -> dict[TopicPartition, tuple[int | None, int | None]]:
+        """Assigned partition -> (next offset to read, high watermark), None where not known yet."""
+        consumer = self.consumer
+        out = {}
+        try:
+            assignment = consumer._subscription.subscription.assignment  # noqa: SLF001 (aiokafka keeps positions here)
+        except AttributeError:
+            return out
+        if assignment is None:
+            return out
+        for tp in consumer.assignment():
+            state = assignment.state_value(tp)
+            if state is None:
+                continue
+            out[tp] = (state.position if state.has_valid_position else None, state.highwater)
+        return out
+
     def _note_sources(self, polled: dict[TopicPartition, list]) -> None:
         """Tell the indicator cube which source partitions are assigned and which have nothing to read."""
-        consumer = self.consumer
-        assigned, idle = [], []
-        for tp in consumer.assignment():
-            assigned.append((tp.topic, tp.partition))
-            if tp in polled:
-                continue
-            high = consumer.highwater(tp)
-            try:
-                position = consumer._fetcher._subscriptions.assignment[tp].position  # noqa: SLF001
-            except Exception:  # noqa: BLE001 (no position yet: not known to be idle)
-                continue
-            if high is not None and position is not None and position >= high:
-                idle.append((tp.topic, tp.partition))
+        positions = self._positions()
+        assigned = [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
+        idle = [
+            (tp.topic, tp.partition)
+            for tp, (position, high) in positions.items()
+            if tp not in polled and position is not None and high is not None and position >= high
+        ]
         self.indicators.cube.sources(assigned, idle)
 
     def _caught_up(self) -> bool:
@@ -605,16 +616,11 @@ class IngestAgent(Service):
         return self._idle or self.progress.lag == 0
 
     def _update_lag(self) -> None:
-        consumer = self.consumer
         total = 0
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is None:
+        for tp, (position, high) in self._positions().items():
+            if position is None or high is None:
                 continue
-            try:
-                lag = max(0, high - consumer._fetcher._subscriptions.assignment[tp].position)  # noqa: SLF001
-            except Exception:
-                continue
+            lag = max(0, high - position)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
             total += lag
         self.progress.lag = total
