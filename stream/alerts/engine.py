@@ -120,7 +120,7 @@ class _State:
     last_completed: int | None = None
     forecaster: object | None = None
     warning: bool = False
-    asof: int | None = None  # the newest window the lifecycle has been evaluated at
+    asof: int | None = None  # the newest complete window the lifecycle has stepped through
 
 
 def fingerprint(rule_name: str, labels: dict[str, str]) -> str:
@@ -190,10 +190,11 @@ class AlertEngine:
         for (name, key), starts in touched.items():
             out.extend(self._evaluate(rules[name], key, starts))
         if watermark is not None:
-            # Time passing completes windows: a firing alert whose scope went quiet can resolve.
+            # Time passing completes windows: an alert whose scope went quiet can resolve.
             for (name, key), st in self._state.items():
-                if st.status == "firing" and (name, key) not in touched and st.instances and name in rules:
-                    out.extend(self._step(rules[name], st, self._labels[(name, key)], max(st.instances)))
+                if st.status in ("pending", "firing") and (name, key) not in touched and st.instances and name in rules:
+                    self._complete(rules[name], st)
+                    out.extend(self._advance(rules[name], st, self._labels[(name, key)]))
         return out
 
     def restore_status(self, rule_name: str, labels: dict[str, str], status: str, since: int) -> None:
@@ -244,42 +245,60 @@ class AlertEngine:
     def _slot(start: int) -> int:
         return (start % _WEEK) // 3600  # hour of week (epoch day 0 is a Thursday; any fixed origin does)
 
+    def _is_complete(self, rule: AlertRule, st: _State, start: int) -> bool:
+        """The watermark has passed the window's end (without a watermark: a later window has data)."""
+        if self.watermark is not None:
+            return start + self.sizes[rule.name] <= self.watermark
+        return start < max(st.instances)
+
     def _evaluate(self, rule: AlertRule, key: tuple, starts: set[int]) -> list[Transition]:
-        """Judge the touched windows in time order, each as of itself: a batch that spans hours (a replay,
-        a lagging partition) goes through the same transitions as the live stream would."""
+        """Complete windows drive the lifecycle, in time order and once each (as the watermark passes them);
+        a window still open can only raise an alert early (pending, firing), never clear one. So a batch
+        that spans hours (a replay, partitions read unevenly) and a live feed go through the same
+        transitions, and a late change to a complete window does not reopen history."""
         st = self._state.setdefault((rule.name, key), _State())
         labels = self._labels[(rule.name, key)]
         agg = self._agg[rule.name]
-        out: list[Transition] = []
-        for start in sorted(starts):
+        for start in starts:
             st.instances.setdefault(start, _Instance(None, 0.0, None, False, None))
-            self._complete(rule, st, start)  # a new window completes the ones before it
+        self._complete(rule, st)
+        for start in sorted(starts):
             st.instances[start] = self._judge(rule, st, labels, start, agg[(start, key)])
-            # Time only moves forward: a late change to an older window is judged, and counts when a newer
-            # window is next evaluated, but does not reopen history (a resolved episode stays resolved).
-            if st.asof is None or start >= st.asof:
-                st.asof = start
-                out.extend(self._step(rule, st, labels, start))
-        # bounded: keep the instances a streak can still need
+        out = self._advance(rule, st, labels)
+        for start in sorted(starts):
+            if not self._is_complete(rule, st, start):
+                out.extend(self._step(rule, st, labels, start, final=False))
+        if rule.forecast is not None and st.status not in ("pending", "firing"):
+            newest = max(st.instances)
+            out.extend(self._warn(rule, st, labels, newest, st.instances[newest]))
+        # bounded: keep the processed windows a streak can still need, and every open one
         keep = max(rule.for_, rule.keep_firing_for) + 2
-        for s in sorted(st.instances)[:-keep]:
+        done = [s for s in sorted(st.instances) if st.asof is not None and s <= st.asof]
+        for s in done[:-keep]:
             del st.instances[s]
         return out
 
-    def _step(self, rule: AlertRule, st: _State, labels: dict[str, str], asof: int) -> list[Transition]:
+    def _advance(self, rule: AlertRule, st: _State, labels: dict[str, str]) -> list[Transition]:
+        """Step the lifecycle through every window completed since the last step, in order."""
+        out: list[Transition] = []
+        for s in sorted(st.instances):
+            if st.asof is not None and s <= st.asof:
+                continue
+            if not self._is_complete(rule, st, s):
+                break
+            st.asof = s
+            out.extend(self._step(rule, st, labels, s, final=True))
+        return out
+
+    def _step(self, rule: AlertRule, st: _State, labels: dict[str, str], asof: int, final: bool) -> list[Transition]:
         judged = sorted((s for s, i in st.instances.items() if i.verdict is not None and s <= asof), reverse=True)
         streak = 0
         for s in judged:
             if not st.instances[s].verdict:
                 break
             streak += 1
-        # Clearing needs complete windows: one still filling may yet breach (a count only grows).
         clear = 0
-        newest_overall = max(st.instances)
-        size = self.sizes[rule.name]
         for s in judged:
-            if (s + size > self.watermark) if self.watermark is not None else (s == newest_overall):
-                continue
             if not st.instances[s].clear or (st.since is not None and s < st.since):
                 break  # only windows since the episode began count towards clearing it
             clear += 1
@@ -291,7 +310,7 @@ class AlertEngine:
             out.append(Transition(rule, fingerprint(rule.name, labels), status, labels, inst.value, rule.threshold,
                                   inst.baseline, inst.volume, newest, newest + self.sizes[rule.name], since, **extra))  # fmt: skip
 
-        if st.status in ("inactive", "resolved", "predicted", "unpredicted", "pending") and streak:
+        if st.status in ("inactive", "resolved", "pending") and streak:
             since = judged[streak - 1]
             if streak >= rule.for_:
                 st.warning = False
@@ -301,25 +320,22 @@ class AlertEngine:
                 st.warning = False
                 st.status, st.since = "pending", since
                 emit("pending", since)
-        elif st.status == "pending" and not streak:
+        elif final and st.status == "pending" and not streak:
             st.status = "inactive"
             emit("inactive", st.since or newest)
-        elif st.status == "firing" and clear >= rule.keep_firing_for:
+        elif final and st.status == "firing" and clear >= rule.keep_firing_for:
             st.status = "resolved"
             emit("resolved", st.since or newest)
-        if rule.forecast is not None and st.status not in ("pending", "firing") and asof == newest_overall:
-            out.extend(self._warn(rule, st, labels, newest, inst))
         return out
 
     # -- completed windows: baselines and forecasts ---------------------------------------
-    def _complete(self, rule: AlertRule, st: _State, before: int) -> None:
-        """Windows older than ``before`` are complete: they feed baselines and the forecaster, once."""
-        size = self.sizes[rule.name]
+    def _complete(self, rule: AlertRule, st: _State) -> None:
+        """Complete windows feed baselines and the forecaster, once each, in order."""
         for s in sorted(st.instances):
-            if s >= before or (self.watermark is not None and s + size > self.watermark):
-                break
             if st.last_completed is not None and s <= st.last_completed:
                 continue
+            if not self._is_complete(rule, st, s):
+                break
             inst = st.instances[s]
             st.last_completed = s
             if inst.value is None:

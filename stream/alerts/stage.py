@@ -106,7 +106,8 @@ class AlertStage:
         out = AlertOutput()
         if not updates:
             return out
-        transitions = self.engine.apply(updates, None if watermark is None else int(watermark.timestamp()))
+        # No watermark yet (held until every source partition has been read): nothing is complete.
+        transitions = self.engine.apply(updates, 0 if watermark is None else int(watermark.timestamp()))
         for i, t in enumerate(transitions):
             # 1 ms apart: the order of a batch's changes survives in evaluated_at (the newest status wins)
             doc = self.document(t, now + timedelta(milliseconds=i), trigger_arrival_ms)
@@ -259,7 +260,7 @@ class AlertStage:
             # Replaying the stored cells rebuilds every rule's windows and state (its transitions were
             # announced before the restart and are not again); then the stored statuses win, so an alert
             # that was firing stays firing until the stream resolves it, and is announced when it does.
-            self.engine.apply(updates, None if watermark is None else int(watermark.timestamp()))
+            self.engine.apply(updates, 0 if watermark is None else int(watermark.timestamp()))
             statuses = client.query(
                 f"SELECT rule, fingerprint, argMax(status, evaluated_at), argMax(since, evaluated_at), "
                 f"argMax(labels, evaluated_at) FROM {db}.alerts GROUP BY rule, fingerprint"

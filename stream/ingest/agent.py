@@ -571,17 +571,18 @@ class IngestAgent(Service):
         """After an assignment: the partitions' watermark, their open tickets and what those contributed,
         the customer histories and the factor models."""
         with self._storing:
-            if self.with_model:
-                self.model.restore(self.writer, satisfaction_partitions, ticket_partitions)
-                metrics.MODEL_CUSTOMERS.set(len(self.model.history))
-            if self.with_indicators and not self._alerts_restored:
-                self.alerts.restore(self.writer, self.indicators.cube.watermark)
-                self._alerts_restored = True
             self.indicators.restore_watermark(partitions)
             before = set(self.tickets.store.records)
             self.tickets.restore_open(ticket_partitions)
             restored = set(self.tickets.store.records) - before
             self.indicators.remember_stored(restored, self.tickets.store.partition_of)
+            if self.with_model:
+                self.model.restore(self.writer, satisfaction_partitions, ticket_partitions)
+                metrics.MODEL_CUSTOMERS.set(len(self.model.history))
+            if self.with_indicators and not self._alerts_restored:
+                marks = self.indicators.cube.marks  # restored above: each source partition's newest event time
+                self.alerts.restore(self.writer, min(marks.values()) if marks else None)
+                self._alerts_restored = True
 
     def _positions(self) -> dict[TopicPartition, tuple[int | None, int | None]]:
         """Assigned partition -> (next offset to read, high watermark), None where not known yet."""

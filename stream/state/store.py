@@ -87,7 +87,10 @@ class TicketStore:
     def evict(self, clock: datetime) -> int:
         """Drop tickets past their retention; then the stalest beyond ``max_tickets``."""
         s = self.settings
-        closed_before, silent_before = clock - s.closed_retention, clock - s.open_max_age
+        try:
+            closed_before, silent_before = clock - s.closed_retention, clock - s.open_max_age
+        except OverflowError:  # the clock has not started (catching up, no event time yet): nothing is old
+            closed_before = silent_before = clock
         gone = [
             t
             for t, rec in self.records.items()
