@@ -325,6 +325,8 @@ def test_alerts_and_supervision_through_the_cli_and_http_of_a_running_worker(
 
     sim = incident
     asyncio.run(publish(sim.records, bootstrap_servers=broker.bootstrap, topic_names=topics))
+    # Alertmanager unreachable: delivery fails (and retries) without holding anything back
+    worker_env = worker_env | {"CXSTREAM_ALERTMANAGER_URL": f"http://127.0.0.1:{_free_port()}"}
     worker = WorkerProcess(worker_env, log_file=tmp_path / "worker.log").start()
     env = _base_env() | worker_env
     try:
@@ -364,6 +366,21 @@ def test_alerts_and_supervision_through_the_cli_and_http_of_a_running_worker(
         assert worker.metric("cxstream_supervision_events_total", action="closed") == 1
         status, _ = worker.get("/supervision/NO-SUCH")
         assert status == 404
+
+        # /metrics of the running worker: every family the operations surface documents, with values
+        nonzero = [
+            "cxstream_events_total", "cxstream_rejects_total", "cxstream_batch_records_count",
+            "cxstream_batch_seconds_count", "cxstream_event_to_commit_seconds_count", "cxstream_sink_insert_seconds_count",
+            "cxstream_messages_out_total", "cxstream_state_tickets", "cxstream_dedup_seen_ids", "cxstream_model_customers",
+            "cxstream_model_learned_total", "cxstream_alert_transitions_total", "cxstream_alert_state_cells",
+            "cxstream_alert_delivery_failures_total", "cxstream_supervision_events_total",
+            "cxstream_supervision_ack_seconds_count", "cxstream_supervision_close_seconds_count",
+        ]  # fmt: skip
+        zero = [m for m in nonzero if not worker.metric(m) > 0]
+        assert zero == [], f"metrics without a value: {zero}"
+        _, body = worker.get("/metrics")
+        for family in ("cxstream_consumer_lag", "cxstream_alerts", "cxstream_alert_delivery_queue"):
+            assert f"\n{family}{{" in body.decode(), family
     finally:
         assert worker.stop() == 0
 

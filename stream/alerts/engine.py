@@ -392,6 +392,15 @@ class AlertEngine:
                                   inst.baseline, inst.volume, newest, newest + self.sizes[name], st.since or newest))  # fmt: skip
         return out
 
+    def counts(self) -> dict[str, int]:
+        """How many alerts are in each state (``predicted``: trend warnings raised)."""
+        out: dict[str, int] = {}
+        for st in self._state.values():
+            out[st.status] = out.get(st.status, 0) + 1
+            if st.warning:
+                out["predicted"] = out.get("predicted", 0) + 1
+        return out
+
     def status(self, fp: str) -> str | None:
         for (name, key), st in self._state.items():
             if fingerprint(name, self._labels[(name, key)]) == fp:

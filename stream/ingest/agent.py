@@ -321,6 +321,9 @@ class IngestAgent(Service):
             # this batch, which is stored idempotently. Not an error for us.
             log.warning("offsets of a stored batch not committed (%s); the new owner redelivers it", exc)
         self.last_commit_at = time.perf_counter()
+        behind = time.time() - min(msgs[0].timestamp for msgs in polled.values()) / 1000
+        if behind >= 0:  # a time-lapse simulated feed stamps arrival times ahead of the wall clock
+            metrics.EVENT_TO_COMMIT_SECONDS.observe(behind)
         if derived is not None and derived.alerts:
             self._deliver(derived.alerts)
         # What survived the batch is long-lived state (tickets, contributions, seen ids):
@@ -446,7 +449,7 @@ class IngestAgent(Service):
         if self.with_indicators and self.alerts.windows:
             updates = self.alerts.cell_updates(ind.cube, cells, ind.writer_id)
             alerts = self.alerts.apply(updates, arrival_ms, utcnow(), ind.cube.watermark)
-            metrics.count_alerts(alerts.alerts, len(self.alerts.engine))
+            metrics.count_alerts(alerts.alerts, len(self.alerts.engine), self.alerts.engine.counts())
         return _Derived(states, cells, late, version, messages, model, alerts)
 
     def _store_raw(self, batches: dict[str, IngestBatch], now: datetime) -> None:
@@ -540,12 +543,17 @@ class IngestAgent(Service):
             for r in batch.rejected
         ]
         futures += [await self.producer.send(self.indicator_topic, value=v, key=k) for k, v in derived.messages]
+        metrics.MESSAGES_OUT.labels(self.dead_letter_topic).inc(len(futures) - len(derived.messages))
+        metrics.MESSAGES_OUT.labels(self.indicator_topic).inc(len(derived.messages))
         if derived.model is not None:
             futures += [await self.producer.send(self.factor_topic, value=v, key=k) for k, v in derived.model.messages]
+            metrics.MESSAGES_OUT.labels(self.factor_topic).inc(len(derived.model.messages))
         if derived.alerts:
             alerts, events = self.alerts.messages(derived.alerts)
             futures += [await self.producer.send(self.alert_topic, value=v, key=k) for k, v in alerts]
             futures += [await self.producer.send(self.supervision_topic, value=v, key=k) for k, v in events]
+            metrics.MESSAGES_OUT.labels(self.alert_topic).inc(len(alerts))
+            metrics.MESSAGES_OUT.labels(self.supervision_topic).inc(len(events))
         if futures:
             await asyncio.gather(*futures)
 
@@ -554,6 +562,7 @@ class IngestAgent(Service):
         futures = [await self.producer.send(topic, value=v, key=k) for k, v in messages]
         if futures:
             await asyncio.gather(*futures)
+            metrics.MESSAGES_OUT.labels(topic).inc(len(futures))
 
     def _count(self, batches: dict[str, IngestBatch]) -> None:
         for contract, b in batches.items():

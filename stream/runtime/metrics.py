@@ -70,7 +70,17 @@ SUPERVISION_CLOSED_WHILE_BAD = Counter(
 )
 
 
-def count_alerts(docs: list[dict], cells: int) -> None:
+MESSAGES_OUT = Counter("cxstream_messages_out_total", "Messages published, by topic.", ["topic"])
+EVENT_TO_COMMIT_SECONDS = Histogram(
+    "cxstream_event_to_commit_seconds",
+    "From the earliest Kafka timestamp of a batch to its commit (indicators, model and alerts stored and published).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+def count_alerts(docs: list[dict], cells: int, states: dict[str, int]) -> None:
     for d in docs:
         ALERT_TRANSITIONS.labels(d["rule"], d["status"]).inc()
     ALERT_STATE_CELLS.set(cells)
+    for state in ("pending", "firing", "predicted"):
+        ALERTS_ACTIVE.labels(state).set(states.get(state, 0))
