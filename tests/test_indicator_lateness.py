@@ -397,3 +397,20 @@ async def test_late_event_corrects_its_window_and_too_late_event_is_counted_and_
     assert len(hour) >= 2 and hour[-2:] == [2, 3] and hour == sorted(set(hour)), hour
     day = published("1d", DAY)
     assert day[-1] == 6 and day == sorted(set(day)), day
+
+
+def test_update_messages_carry_fractional_counters():
+    """A handling time in fractional seconds is a non-integral counter column: the message still encodes it
+    (a strided numpy column once made orjson refuse the whole batch, and the worker retried it forever)."""
+    import orjson
+
+    from stream.indicators.stage import update_messages
+
+    cube = Cube(TUMBLING, lateness=timedelta(minutes=30))
+    cube.add([(int(at(10, 1).timestamp()), CELL, sparse(handling_n=1, handling_sum=5400.25))], "t1", kind="ticket")
+    cube.add([(int(at(10, 2).timestamp()), CELL, sparse(sat_n=1, sat_sum=7, sat_sumsq=49))], "s1", kind="satisfaction")
+    cube.advance(at(10, 2), SAT)
+    [(key, value)] = update_messages(cube, cube.flush_columns(), writer=1, version=1)
+    doc = orjson.loads(value)
+    assert key == CELL.district.encode()
+    assert sorted(doc["cells"]["counters"]["handling_sum"]) == [5400.25] * 3  # 5m, 1h and 1d windows

@@ -232,7 +232,7 @@ def update_messages(cube: Cube, cells: Columns, writer: int, version: int) -> li
             "cells": {
                 "window": cells.window[idx].tolist(), "window_start": start[idx].tolist(), "window_end": end[idx].tolist(),
                 "channel": cols["channel"][idx].tolist(), "business_line": cols["business_line"][idx].tolist(),
-                "counters": {name: (values[:, j].astype(np.int64) if counts[j] else values[:, j])
+                "counters": {name: (values[:, j].astype(np.int64) if counts[j] else np.ascontiguousarray(values[:, j]))
                              for j, name in enumerate(COUNTERS) if used[j]},
             },
         }  # fmt: skip
