@@ -431,6 +431,16 @@ def cmd_bench_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from .bench.pipeline import run_pipeline_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    result = run_pipeline_bench(events=args.events, seed=args.seed, settings=_settings(args), repeat=args.repeat,
+                                naive_events=args.naive_events, latency_seconds=args.latency_seconds)  # fmt: skip
+    print(json.dumps(result, indent=2) if args.json else result["report"])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxstream", description="Service-perception streaming: Kafka -> Faust -> ClickHouse.")
     p.add_argument("--data-dir", type=Path, help="override CXSTREAM_DATA_DIR")
@@ -530,6 +540,14 @@ def parser() -> argparse.ArgumentParser:
     lat.add_argument("--seed", type=int, default=7)
     lat.add_argument("--json", action="store_true")
     lat.set_defaults(func=cmd_bench_alerts)
+    pipe = bench_sub.add_parser("pipeline", help="the whole pipeline vs bare aiokafka, Faust take() and a naive Faust agent")
+    pipe.add_argument("--events", type=int, default=200_000)
+    pipe.add_argument("--seed", type=int, default=7)
+    pipe.add_argument("--repeat", type=int, default=2, help="runs of the full pipeline; the best counts")
+    pipe.add_argument("--naive-events", type=int, default=50_000, help="events for the naive Faust agent (slow)")
+    pipe.add_argument("--latency-seconds", type=float, default=30, help="seconds of the 5k events/s latency run (0: skip)")
+    pipe.add_argument("--json", action="store_true")
+    pipe.set_defaults(func=cmd_bench_pipeline)
     return p
 
 

@@ -511,6 +511,8 @@ class IngestAgent(Service):
             metrics.SLA_OVERDUE.inc(len(states))
             log.info("SLA: %d open tickets went past their deadline", len(states))
         while self._sla_backlog:  # derived once, stored (and published) until it succeeds
+            if self._stopping or self.should_stop:
+                break  # not stored: the next owner derives it again from the restored tickets
             derived = self._sla_backlog[0]
             try:
                 await asyncio.to_thread(self._store_checked, derived)
