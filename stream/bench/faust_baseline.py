@@ -15,6 +15,7 @@ The process writes ``{"first": t0, "last": t1, "n": n}`` (wall-clock seconds) to
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -54,9 +55,12 @@ def main(mode: str, bootstrap: str, topics: str, expected: int, out: str) -> Non
         seen["n"] += k
         if seen["first"] is None:
             seen["first"] = time.time()
-        if seen["n"] >= expected:
-            with open(out, "w") as f:
+        if seen["n"] >= expected and not seen.get("written"):
+            seen["written"] = True
+            tmp = out + ".tmp"
+            with open(tmp, "w") as f:
                 json.dump({"first": seen["first"], "last": time.time(), "n": seen["n"]}, f)
+            os.replace(tmp, out)  # whole, or not there yet
 
     if mode == "naive":
         customers = app.Table("bench-customers", default=dict, partitions=6)
