@@ -527,6 +527,8 @@ class IngestAgent(Service):
             except _Stopping:
                 break
             except Exception as exc:
+                if self._stopping or self.should_stop:
+                    break  # stopping mid-send: the next owner derives them again
                 log.error("storing %d SLA breaches failed (%s); will retry", len(derived.states), exc)
                 break
             self._sla_backlog.pop(0)
