@@ -337,6 +337,15 @@ def _has_data(rows: list[tuple]) -> bool:
 LINKED_VARIABLES = {v for d in DASHBOARDS.values() for _, url in _links(d) for v in re.findall(r"[?&]var-(\w+)=", url)}
 
 
+def _drill_target(client) -> dict[str, str]:
+    """Province, city and district of the district with the most perception gaps (then tickets) in the dataset."""
+    rows = client.query(
+        "SELECT province, city, district FROM cxstream.ticket_state FINAL WHERE district != '' "
+        "GROUP BY province, city, district ORDER BY countIf(perception_gap) DESC, count() DESC, district LIMIT 1"
+    ).result_rows
+    return dict(zip(("province", "city", "district"), rows[0], strict=True)) if rows else {}
+
+
 def _resolve_variables(dashboard: dict[str, Any], client, t0: datetime, t1: datetime, drilled: bool):
     """Variable values as Grafana sets them by default, or (``drilled``) with every variable a data link sets
     narrowed to its first option, as a click on a province, city or district does."""
@@ -368,6 +377,9 @@ def _resolve_variables(dashboard: dict[str, Any], client, t0: datetime, t1: date
             narrow = drilled and name in LINKED_VARIABLES
             if not narrow and var.get("includeAll") and (not current or "$__all" in current):
                 values[name] = options
+            elif narrow:  # the click goes to the busiest place (the demo's data depends on its date)
+                target = _drill_target(client).get(name)
+                values[name] = [target] if target in options else options[:1]
             else:
                 values[name] = [c for c in current if c in options] or options[:1]
             if not var.get("multi"):
