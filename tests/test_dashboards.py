@@ -9,10 +9,13 @@ The SQL check runs ``cxstream demo --events 20000 --seed 1`` once per module (em
 the simulator), then opens the demo's chDB data directory, stores the data-quality report the worker's
 refresh timer would have stored (the demo ends before its first tick). The factor model publishes
 ``factor_coefficients`` when the worker stops; where it does not (a branch without the model), the table is
-created and filled with synthetic rows. For each dashboard it resolves the variables as Grafana would (each query variable
-runs its SQL, chained ones after the ones they depend on), expands the ClickHouse plugin's macros for a fixed
-time range covering the simulated days (tests/grafana_sql.py), runs every ClickHouse query and asserts it
-returns at least one row. It does so twice: with every multi-value variable on "All" (the dashboards'
+created and filled with synthetic rows. The demo's alerts depend on the hour it runs (its day is cut into UTC
+days differently) and nobody works its supervision tickets, so the fixture also plants an incident: hourly
+complaint counts of one district go through the real alert engine and stage (firing, resolved, firing again), and
+people assign, acknowledge and close the tickets it opens through the real supervision book. For each dashboard it
+resolves the variables as Grafana would (each query variable runs its SQL, chained ones after the ones they depend
+on), expands the ClickHouse plugin's macros for a fixed time range covering the simulated days
+(tests/grafana_sql.py), runs every ClickHouse query and asserts it returns at least one row. It does so twice: with every multi-value variable on "All" (the dashboards'
 default), and drilled down: each variable a data link sets (province, city, district) on its first option.
 The factor panels also run over hand-made multi-shard rows and must pool shards as ``cxstream explain`` does.
 """
@@ -63,6 +66,23 @@ ENGINE = MergeTree
 ORDER BY (district, factor, as_of)
 """
 FACTOR_COLUMNS = re.findall(r"^    (\w+) ", FACTOR_DDL, re.MULTILINE)
+
+#: The planted incident: complaints per hour in one district (the drill-down's target) from the range's first
+#: hour, judged by the complaint_surge rule of topology.yaml (>= 80 an hour, resolved after two clear hours).
+#: Three episodes: 03:00-08:00 (resolved), 11:00-15:00 (resolved) and from 18:00 (still firing at the end).
+INCIDENT = [8, 10, 9, 96, 124, 102, 30, 12, 9, 11, 8, 88, 97, 14, 10, 9, 8, 12, 92, 131, 118, 140, 126, 133]
+#: What people do with the three tickets the incident opens: (episode, minutes after opening, action, by, detail).
+#: The first is closed after its alert resolved, the second while its alert is still firing (closed while bad),
+#: the third is acknowledged and stays open.
+SUPERVISION = [
+    (0, 8, "assign", "duty.manager", "li.wei"),
+    (0, 19, "acknowledge", "li.wei", "crew dispatched to the street cabinet"),
+    (0, 295, "close", "li.wei", "cabinet power restored, complaints back to normal"),
+    (1, 12, "acknowledge", "zhang.min", "checking the cell site"),
+    (1, 80, "close", "zhang.min", "looks like the morning incident again"),
+    (2, 15, "assign", "duty.manager", "chen.jing"),
+    (2, 41, "acknowledge", "chen.jing", "escalated to network operations"),
+]
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -134,7 +154,7 @@ def test_dashboard_provider_loads_the_mounted_directory():
 
 
 def test_dashboards_have_unique_stable_uids_and_titles():
-    assert len(DASHBOARDS) >= 7, [p.name for p in DASHBOARD_FILES]
+    assert len(DASHBOARDS) >= 8, [p.name for p in DASHBOARD_FILES]
     uids = [d["uid"] for d in DASHBOARDS.values()]
     titles = [d["title"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids) and len(set(titles)) == len(titles)
@@ -199,6 +219,8 @@ def test_links_point_to_existing_dashboards_and_variables():
                 m = re.match(r"/d/([^/?]+)", link.get("url", ""))
                 assert m is None or m[1] in by_uid, f"{name}: link to {link.get('url')}"
         for where, url in _links(d):
+            if re.fullmatch(r"\$\{__value\.raw\}|\$\{__data\.fields\.\w+\}", url):
+                continue  # a URL the row itself carries (an alert's runbook); the SQL test checks the field is there
             m = re.match(r"/d/([^/?]+)", url)
             assert m, f"{name}: {where}: data links here stay inside Grafana (/d/uid/...), got {url!r}"
             target = by_uid.get(m[1])
@@ -281,6 +303,56 @@ def _synthetic_factor_rows(t0: datetime, t1: datetime) -> list[list[Any]]:
     return rows
 
 
+def _plant_incident(client, topology, t0: datetime, place: dict[str, str]) -> None:
+    """Store the planted incident (:data:`INCIDENT`) as the worker would: the real engine judges the district's
+    hourly cells (each hour seen at :20 and :50, the watermark 5 min behind), the real stage turns transitions
+    into ``alerts`` rows and opens supervision tickets, and the supervision book applies :data:`SUPERVISION`.
+    Processing time is event time here (a live stream), so ``evaluated_at`` and ticket times fall in the range.
+    Only alert and supervision rows are stored: the indicator tables do not show the planted complaints."""
+    import numpy as np
+
+    from stream.alerts.engine import CellUpdate
+    from stream.alerts.stage import AlertStage
+    from stream.indicators.counters import INDEX, WIDTH
+
+    rules = [r for r in topology.alerts.rules if r.name == "complaint_surge"]
+    assert rules, "topology.yaml has no complaint_surge rule"
+    stage = AlertStage(topology.alerts.model_copy(update={"rules": rules}), topology.indicators, DATABASE)
+    docs, opened = [], []
+    for hour, complaints in enumerate(INCIDENT):
+        start = int((t0 + timedelta(hours=hour)).timestamp())
+        for minute in (20, 50):
+            row = np.zeros(WIDTH)
+            row[INDEX["complaints"]] = round(complaints * minute / 60) if minute == 20 else complaints
+            cell = CellUpdate("1h", start, start + 3600, place["province"], place["city"], place["district"],
+                              "hotline", "mobile", 1, row)  # fmt: skip
+            now = t0 + timedelta(hours=hour, minutes=minute)
+            out = stage.apply([cell], int(now.timestamp() * 1000), now, watermark=now - timedelta(minutes=5))
+            docs += out.alerts
+            opened += [(t, e) for t, e in zip(out.tickets, out.supervision, strict=True)]
+    assert [d["status"] for d in docs] == ["firing", "resolved", "firing", "resolved", "firing"], docs
+    client.insert_arrow(f"{DATABASE}.alerts", stage.alerts_table(docs))
+
+    def alert_status(alert_id: str, at: datetime) -> str:
+        return [d["status"] for d in docs if d["alert_id"] == alert_id and d["evaluated_at"] <= at][-1]
+
+    changes = [(t.opened_at, t, e) for t, e in opened]
+    for episode, minutes, action, by, detail in SUPERVISION:
+        ticket = stage.book.get(opened[episode][0].ticket_id)
+        at = ticket.opened_at + timedelta(minutes=minutes)
+        status = alert_status(ticket.alert_id, at)
+        if action == "assign":
+            t, e = stage.book.assign(ticket.ticket_id, detail, by, "", at, status)
+        else:
+            t, e = getattr(stage.book, action)(ticket.ticket_id, by, detail, at, status)
+        changes.append((at, t, e))
+    assert [t.closed_while_bad for _, t, _ in changes[-len(SUPERVISION) :] if t.status == "closed"] == [False, True]
+    for at, ticket, event in changes:  # one version per change, as the worker stores them
+        events, tickets = stage.supervision_tables([event], [ticket], at)
+        client.insert_arrow(f"{DATABASE}.supervision_events", events)
+        client.insert_arrow(f"{DATABASE}.supervision_tickets", tickets)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """(client, time_from, time_to): chDB over a simulated demo day, opened after the demo's worker exited."""
@@ -323,6 +395,7 @@ def dataset(tmp_path_factory):
             client.insert(
                 f"{DATABASE}.factor_coefficients", _synthetic_factor_rows(t0, t1), column_names=FACTOR_COLUMNS
             )
+        _plant_incident(client, topology, t0, _drill_target(client))
         yield client, t0, t1
     finally:
         client.close()  # chDB: one open data directory per process
