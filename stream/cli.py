@@ -441,6 +441,15 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_state(args: argparse.Namespace) -> int:
+    from .bench.state import run_state_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    result = run_state_bench(customers=args.customers, settings=_settings(args))
+    print(json.dumps(result, indent=2) if args.json else result["report"])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxstream", description="Service-perception streaming: Kafka -> Faust -> ClickHouse.")
     p.add_argument("--data-dir", type=Path, help="override CXSTREAM_DATA_DIR")
@@ -548,6 +557,10 @@ def parser() -> argparse.ArgumentParser:
     pipe.add_argument("--latency-seconds", type=float, default=30, help="seconds of the 5k events/s latency run (0: skip)")
     pipe.add_argument("--json", action="store_true")
     pipe.set_defaults(func=cmd_bench_pipeline)
+    state = bench_sub.add_parser("state", help="RSS and restart-to-ready time with N active customers")
+    state.add_argument("--customers", type=int, default=1_000_000)
+    state.add_argument("--json", action="store_true")
+    state.set_defaults(func=cmd_bench_state)
     return p
 
 
