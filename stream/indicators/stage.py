@@ -120,6 +120,10 @@ class IndicatorStage:
         ids = sorted(set(ticket_ids) - set(self.contrib))
         if not ids:
             return 0
+        return sum(self._remember(ids[i : i + 5_000], partition_of) for i in range(0, len(ids), 5_000))
+
+    def _remember(self, ids: list[str], partition_of: dict[str, int]) -> int:
+        # at most 5k ids per query: ClickHouse bounds a query's size (a restart may restore a million tickets)
         db = self.writer.database
         result = self.writer.client.query(
             f"SELECT ticket_id, province, city, district, channel, business_line, status, created_at, closed_at, "

@@ -33,6 +33,8 @@ from .store import TicketStore
 
 log = logging.getLogger("cxstream.state")
 
+#: ticket ids per query (ClickHouse bounds a query's size; 20k ids of ~20 characters stay well below 256 KiB)
+_IDS_PER_QUERY = 5_000
 _STEP_COLUMNS = (
     "ticket_id, event_id, event_time, step, source_system, customer_id, department, closure_type, sla_deadline, "
     "province, city, district, channel, business_line, complaint_category, complaint_phenomenon, customer_tier, "
@@ -82,11 +84,12 @@ class TicketStage:
             ticket_id, partition, step = _step_from_row(row)
             self.store.add_step(ticket_id, step, partition)
             loaded.add(ticket_id)
-        if loaded:
+        ids = sorted(loaded)
+        for i in range(0, len(ids), _IDS_PER_QUERY):  # a query's size is bounded (max_query_size)
             followups = client.query(
                 f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
                 f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id IN %(ids)s",
-                parameters={"ids": sorted(loaded)},
+                parameters={"ids": ids[i : i + _IDS_PER_QUERY]},
             )
             for row in followups.result_rows:
                 self.store.add_followup(*_followup_from_row(row))
@@ -95,9 +98,8 @@ class TicketStage:
     def reload(self, ticket_ids: Iterable[str]) -> int:
         """Bring tickets that are not in memory back from ClickHouse (their full history)."""
         missing = sorted({t for t in ticket_ids if t not in self.store})
-        if not missing:
-            return 0
-        return self._load("ticket_id IN %(ids)s", {"ids": missing})
+        return sum(self._load("ticket_id IN %(ids)s", {"ids": missing[i : i + _IDS_PER_QUERY]})
+                   for i in range(0, len(missing), _IDS_PER_QUERY))  # fmt: skip
 
     def restore_open(self, partitions: Iterable[int]) -> int:
         """Load the open tickets of these source partitions (after a start or a rebalance)."""
