@@ -135,11 +135,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dict(zip(names, row)) for row in rows], default=_json_default))
         return 0
-    cells = [[_json_default(v) if not isinstance(v, (int, float, str)) else str(v) for v in row] for row in rows]
-    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    print("  ".join(n.ljust(w) for n, w in zip(names, widths)))
-    for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    _print_rows([dict(zip(names, row, strict=True)) for row in rows], list(names))
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", file=sys.stderr)
     return 0
 
@@ -159,28 +155,39 @@ def _from_worker(settings: Settings, path: str) -> tuple[int, bytes] | None:
         return None
 
 
+def _worker_or_clickhouse(args, settings: Settings, path: str, not_found: type[Exception], read):
+    """Ask the running worker (it owns the embedded chDB), else read ClickHouse with ``read(client, database)``.
+
+    Returns the document, or None after printing why it was not found (a 404, or ``not_found`` raised).
+    """
+    answer = None if args.direct else _from_worker(settings, path)
+    if answer is not None and answer[0] in (200, 404):
+        doc = json.loads(answer[1])
+        if answer[0] == 404:
+            print(doc["error"], file=sys.stderr)
+            return None
+        return _revive_times(doc)
+    database = load_topology(settings.topology).sink.database
+    with _clickhouse(settings) as client:
+        try:
+            return read(client, database)
+        except not_found as exc:
+            print(str(exc), file=sys.stderr)
+            return None
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
     from .query.trace import TicketNotFound, format_trace, trace
 
     settings = _settings(args)
-    answer = _from_worker(settings, f"/tickets/{quote(args.ticket_id, safe='')}/trace") if not args.direct else None
-    if answer is not None and answer[0] in (200, 404):
-        status, body = answer
-        doc = json.loads(body)
-        if status == 404:
-            print(doc["error"], file=sys.stderr)
-            return 1
-        result = _revive_times(doc)
-    else:
-        database = load_topology(settings.topology).sink.database
-        with _clickhouse(settings) as client:
-            try:
-                result = trace(client, database, args.ticket_id)
-            except TicketNotFound as exc:
-                print(str(exc), file=sys.stderr)
-                return 1
+    result = _worker_or_clickhouse(
+        args, settings, f"/tickets/{quote(args.ticket_id, safe='')}/trace", TicketNotFound,
+        lambda client, database: trace(client, database, args.ticket_id),
+    )  # fmt: skip
+    if result is None:
+        return 1
     print(json.dumps(result, default=_json_default, indent=2) if args.json else format_trace(result))
     return 0
 
@@ -195,22 +202,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     window = parse_duration(args.window)
     query = {"window": int(window.total_seconds()), "top": args.top, **({"end": args.end.isoformat()} if args.end else {})}
     path = f"/districts/{quote(args.district, safe='')}/explain?{urlencode(query)}"
-    answer = None if args.direct else _from_worker(settings, path)
-    if answer is not None and answer[0] in (200, 404):
-        status, body = answer
-        doc = json.loads(body)
-        if status == 404:
-            print(doc["error"], file=sys.stderr)
-            return 1
-        result = _revive_times(doc)
-    else:
-        database = load_topology(settings.topology).sink.database
-        with _clickhouse(settings) as client:
-            try:
-                result = explain_district(client, database, args.district, window, args.end, args.top)
-            except DistrictNotFound as exc:
-                print(str(exc), file=sys.stderr)
-                return 1
+    result = _worker_or_clickhouse(
+        args, settings, path, DistrictNotFound,
+        lambda client, database: explain_district(client, database, args.district, window, args.end, args.top),
+    )  # fmt: skip
+    if result is None:
+        return 1
     print(json.dumps(result, default=_json_default, indent=2) if args.json else format_explanation(result))
     return 0
 
