@@ -28,6 +28,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -54,7 +55,7 @@ FINDING_KINDS: tuple[str, ...] = (
 OPEN, CLOSED = "open", "closed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: built per event, and frozen __init__ costs ~3x
 class Step:
     """One lifecycle event, reduced to what the state needs."""
 
@@ -105,7 +106,7 @@ class Step:
         return (self.event_time, STEP_RANK.get(self.step, _UNKNOWN_RANK), self.event_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: built per event, and frozen __init__ costs ~3x
 class FollowUp:
     """A satisfaction event that carries this ticket's id: the customer's view of the resolution."""
 
@@ -148,7 +149,7 @@ class Finding:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen dataclass's __init__ costs ~3x, and this is built per event
 class StepView:
     """One step of the journey with what it means, for end-to-end tracing."""
 
@@ -163,7 +164,7 @@ class StepView:
     sla_breach: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen: a frozen dataclass's __init__ costs ~3x, and this is built per event
 class TicketState:
     """Everything indicators and tracing need about one ticket, derived from its events."""
 
@@ -238,13 +239,20 @@ def fold(
     ``clock`` is "now" for the SLA of an open ticket; without it, only the events themselves tell
     how late it is (an open ticket is overdue once any event is past its deadline).
     """
-    journey: list[Step] = sorted(_dedup(steps).values(), key=lambda s: s.order)
-    fups: list[FollowUp] = list(_dedup(followups).values())
-    followup = max(fups, key=lambda f: f.order, default=None)
+    journey: list[Step] = sorted(_dedup(steps).values(), key=_step_order)
+    return _fold(ticket_id, journey, list(_dedup(followups).values()), clock)
+
+
+def _step_order(s: Step) -> tuple[datetime, int, str]:
+    return (s.event_time, STEP_RANK.get(s.step, _UNKNOWN_RANK), s.event_id)
+
+
+def _fold(ticket_id: str, journey: list[Step], fups: list[FollowUp], clock: datetime | None) -> TicketState:
+    """:func:`fold` of steps already unique and in journey order, and unique follow-ups."""
+    followup = max(fups, key=lambda f: (f.event_time, f.event_id)) if fups else None
 
     created = next((s for s in journey if s.step == "created"), None)
-    with_deadline = [s for s in journey if s.sla_deadline is not None]
-    deadline = max(with_deadline, key=lambda s: s.order).sla_deadline if with_deadline else None
+    deadline = next((s.sla_deadline for s in reversed(journey) if s.sla_deadline is not None), None)
 
     found: list[tuple[int, int, Finding]] = []  # (journey position, kind rank, finding): sorted at the end
 
@@ -303,8 +311,10 @@ def fold(
         else:
             find(0, "missing_create", journey[0], f"{len(journey)} step(s) but no created step is known")
 
-    times = [s.event_time for s in journey] + [f.event_time for f in fups]
-    last_event_time = max(times) if times else None
+    # journey order is by event time first, so its last step is the newest (and likewise the follow-up)
+    last_event_time = journey[-1].event_time if journey else None
+    if followup is not None and (last_event_time is None or followup.event_time > last_event_time):
+        last_event_time = followup.event_time
     closed = status == CLOSED
 
     # SLA: the final close decides for a closed ticket; an open one is judged against "now"
@@ -342,16 +352,15 @@ def fold(
         handling_s = d if d >= 0 else None  # stamped backwards: reported as a finding, not as a negative time
 
     # Descriptive fields from `created`, else from the first step that carries them (one pass).
-    described = dict.fromkeys(_ATTRS, "")
-    missing = set(_ATTRS)
-    for s in ([created] if created is not None else []) + journey:
-        for a in tuple(missing):
+    described = {}
+    carriers = journey if created is None else [created, *journey]
+    for a in _ATTRS:
+        value = ""
+        for s in carriers:
             value = getattr(s, a)
             if value:
-                described[a] = value
-                missing.discard(a)
-        if not missing:
-            break
+                break
+        described[a] = value or ""
 
     if created is not None:
         customer_id = created.customer_id
@@ -399,7 +408,7 @@ def fold(
         customer_solved=customer_solved,
         perception_gap=gap,
         steps=tuple(views),
-        findings=tuple(f for _, _, f in sorted(found, key=lambda x: (x[0], x[1]))),
+        findings=tuple(f for _, _, f in sorted(found, key=lambda x: (x[0], x[1]))) if found else (),
         version=len(journey) + len(fups),
     )
 
@@ -407,8 +416,8 @@ def fold(
 class TicketRecord:
     """The per-ticket bag of events the stream keeps; :meth:`state` folds it.
 
-    Cheap on purpose (one is held for every open ticket): two dicts and three running maxima, which
-    are order-independent, so the quick accessors agree with :func:`fold` whatever the arrival order.
+    Cheap on purpose (one is held for every open ticket): two short lists, the steps kept in journey
+    order, so the quick accessors agree with :func:`fold` whatever the arrival order.
 
     >>> from datetime import datetime, timezone
     >>> t = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
@@ -421,73 +430,61 @@ class TicketRecord:
     1
     """
 
-    __slots__ = ("steps", "followups", "_turn", "_deadline", "_last")
+    __slots__ = ("steps", "followups")
 
     def __init__(self) -> None:
-        self.steps: dict[str, Step] = {}
-        self.followups: dict[str, FollowUp] = {}
-        self._turn: tuple[tuple, str] | None = None  # latest closed/reopened step: (order, step)
-        self._deadline: tuple[tuple, datetime] | None = None  # latest sla_deadline given: (order, deadline)
-        self._last: datetime | None = None
+        self.steps: list[Step] = []  # unique event ids, kept in journey order (what fold needs)
+        self.followups: list[FollowUp] = []  # unique event ids
 
     def __len__(self) -> int:
         return len(self.steps) + len(self.followups)
 
     def add_step(self, step: Step) -> bool:
         """Add a lifecycle step; False if it changed nothing (a resend of a known event)."""
-        old = self.steps.get(step.event_id)
-        if old is not None:
-            if old == step or _canonical(step) >= _canonical(old):
-                return False
-            # a different event under a known id: keep the canonical one, as fold does
-            self.steps[step.event_id] = step
-            self._recount()
-            return True
-        self.steps[step.event_id] = step
-        self._note(step)
+        steps = self.steps
+        for i, old in enumerate(steps):  # a ticket has a handful of steps: a scan beats a dict per ticket
+            if old.event_id == step.event_id:
+                if old == step or _canonical(step) >= _canonical(old):
+                    return False
+                # a different event under a known id: keep the canonical one, as fold does
+                del steps[i]
+                break
+        if not steps or _step_order(step) >= _step_order(steps[-1]):
+            steps.append(step)  # the usual case: steps arrive in journey order
+        else:
+            bisect.insort(steps, step, key=_step_order)
         return True
 
     def add_followup(self, followup: FollowUp) -> bool:
         """Add a linked satisfaction event; False if it changed nothing."""
-        old = self.followups.get(followup.event_id)
-        if old is not None:
-            if old == followup or _canonical(followup) >= _canonical(old):
-                return False
-            self.followups[followup.event_id] = followup
-            self._recount()
-            return True
-        self.followups[followup.event_id] = followup
-        self._note_time(followup.event_time)
+        fups = self.followups
+        for i, old in enumerate(fups):
+            if old.event_id == followup.event_id:
+                if old == followup or _canonical(followup) >= _canonical(old):
+                    return False
+                fups[i] = followup
+                return True
+        fups.append(followup)
         return True
 
     def state(self, ticket_id: str, clock: datetime | None = None) -> TicketState:
-        return fold(ticket_id, self.steps.values(), self.followups.values(), clock)
+        return _fold(ticket_id, self.steps, self.followups, clock)
 
     def is_closed(self) -> bool:
         """Closed iff the latest close/reopen in journey order is a close (what fold's status says)."""
-        return self._turn is not None and self._turn[1] == "closed"
+        for s in reversed(self.steps):
+            if s.step == "closed":
+                return True
+            if s.step == "reopened":
+                return False
+        return False
 
     def last_event_time(self) -> datetime | None:
-        return self._last
+        last = self.steps[-1].event_time if self.steps else None
+        for f in self.followups:
+            if last is None or f.event_time > last:
+                last = f.event_time
+        return last
 
     def sla_deadline(self) -> datetime | None:
-        return self._deadline[1] if self._deadline else None
-
-    def _note_time(self, t: datetime) -> None:
-        if self._last is None or t > self._last:
-            self._last = t
-
-    def _note(self, s: Step) -> None:
-        self._note_time(s.event_time)
-        if s.step in ("closed", "reopened"):
-            if self._turn is None or s.order > self._turn[0]:
-                self._turn = (s.order, s.step)
-        if s.sla_deadline is not None and (self._deadline is None or s.order > self._deadline[0]):
-            self._deadline = (s.order, s.sla_deadline)
-
-    def _recount(self) -> None:
-        self._turn = self._deadline = self._last = None
-        for s in self.steps.values():
-            self._note(s)
-        for f in self.followups.values():
-            self._note_time(f.event_time)
+        return next((s.sla_deadline for s in reversed(self.steps) if s.sla_deadline is not None), None)
