@@ -105,6 +105,17 @@ class _Derived:
     alerts: AlertOutput | None = None  # alert transitions and the supervision tickets they open
 
 
+@dataclass
+class _Batch:
+    """A polled batch, validated, its raw events stored and its state derived: waiting to be completed."""
+
+    polled: dict
+    batches: dict[str, IngestBatch]
+    derived: _Derived
+    records: int
+    started: float
+
+
 class Progress:
     """Running totals, printed periodically the way people expect of a long job."""
 
@@ -166,10 +177,13 @@ class IngestAgent(Service):
         self.batches_done = 0
         self.first_polled_at: float | None = None  # perf_counter of the first non-empty poll (benchmarks)
         self.last_commit_at: float | None = None
-        self.tickets = TicketStage(topology.state.tickets, writer)
+        # Derivation reads ClickHouse (history of tickets not in memory) while the previous
+        # batch's rows are written: its own connection (a session takes one query at a time).
+        self.reader = writer.sibling()
+        self.tickets = TicketStage(topology.state.tickets, self.reader)
         self.indicators = IndicatorStage(
             topology.indicators,
-            writer,
+            self.reader,
             {"ticket_events": topology.topics["ticket_events"].name,
              "satisfaction_events": topology.topics["satisfaction_events"].name},
         )  # fmt: skip
@@ -189,9 +203,10 @@ class IngestAgent(Service):
         self._sla_checked_at = 0.0
         self._full_gc_at = time.monotonic()
         self._idle = False
-        # Held by the storage thread; stopping waits for it, so a stopped agent
-        # never has a write in flight (a cancelled task does not stop its thread).
+        # Held by the storage and derivation threads; stopping waits for them, so a stopped
+        # agent never has a write in flight (a cancelled task does not stop its thread).
         self._storing = threading.Lock()
+        self._deriving = threading.Lock()  # in-memory state: one batch derives at a time
         self._storing_raw = threading.Lock()
         self.raw_writer = writer.sibling()
         self._stopping = False
@@ -239,31 +254,61 @@ class IngestAgent(Service):
             await self.consumer.stop()
         if self.producer:
             await self.producer.stop()
-        if self.raw_writer is not self.writer:
-            self.raw_writer.client.close()
+        for sibling in (self.raw_writer, self.reader):
+            if sibling is not self.writer:
+                sibling.client.close()
 
     @Service.task
     async def _consume(self) -> None:
         assert self.consumer is not None
         c = self.topology.consumer
         timeout_ms = int(c.batch_max_wait.total_seconds() * 1000)
-        while not self.should_stop:
-            polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=c.batch_max_events)
-            self._idle = not polled  # an empty poll: nothing is pending on our partitions
-            if not polled:
+        sla_every = self.topology.state.tickets.sla_check_interval.total_seconds()
+        # Two batches in flight: while batch N's derived rows are stored, published and
+        # committed, batch N+1 is validated and derived. Commits stay in order (N+1 is
+        # stored only after N is committed), and nothing is committed before it is stored.
+        finishing: asyncio.Task | None = None
+        try:
+            while not self.should_stop:
+                polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=c.batch_max_events)
+                self._idle = not polled  # an empty poll: nothing is pending on our partitions
+                if polled:
+                    if self.first_polled_at is None:
+                        self.first_polled_at = time.perf_counter()
+                    work = await self._prepare(polled)
+                    if finishing is not None:
+                        committed, finishing = await finishing, None
+                        if not committed:
+                            return  # stopping: neither batch is committed; the next owner redelivers both
+                    if work is None:
+                        return
+                    finishing = asyncio.ensure_future(self._complete(work))
+                else:
+                    if finishing is not None:
+                        committed, finishing = await finishing, None
+                        if not committed:
+                            return
                 self._update_lag()
-                if time.monotonic() - self._sla_checked_at >= self.topology.state.tickets.sla_check_interval.total_seconds():
+                if time.monotonic() - self._sla_checked_at >= sla_every:
+                    if finishing is not None:  # SLA breaches are stored after the batches derived before them
+                        committed, finishing = await finishing, None
+                        if not committed:
+                            return
                     await self.check_sla()
-                continue
-            if self.first_polled_at is None:
-                self.first_polled_at = time.perf_counter()
-            await self.process(polled)
-            self._update_lag()
-            if time.monotonic() - self._sla_checked_at >= self.topology.state.tickets.sla_check_interval.total_seconds():
-                await self.check_sla()
+            if finishing is not None:
+                await finishing
+        finally:
+            if finishing is not None and not finishing.done():
+                finishing.cancel()
 
     async def process(self, polled: dict[TopicPartition, list]) -> None:
-        """Store one polled batch and commit it; retries storage until it succeeds."""
+        """Store one polled batch and commit it (one batch at a time); retries storage until it succeeds."""
+        work = await self._prepare(polled)
+        if work is not None:
+            await self._complete(work)
+
+    async def _prepare(self, polled: dict[TopicPartition, list]) -> "_Batch | None":
+        """Validate a polled batch, store its raw events and derive its state; None if stopping."""
         started = time.perf_counter()
         records = [
             RawRecord(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value)
@@ -301,19 +346,35 @@ class IngestAgent(Service):
                     derived = results[-1]
                 if failed:
                     raise failed[0]
+                return _Batch(polled, batches, derived, len(records), started)
+            except _Stopping:
+                return None  # not committed: redelivered to whoever takes over
+            except Exception as exc:
+                if not await self._backoff(exc, len(records), attempt := attempt + 1):
+                    return None
+
+    async def _backoff(self, exc: Exception, records: int, attempt: int) -> bool:
+        """Log a failed attempt and wait before the next; False if the agent is stopping instead."""
+        metrics.SINK_FAILURES.inc()
+        delay = min(30.0, 0.5 * 2**attempt)
+        log.error("storing a batch of %d records failed (%s); retrying in %.1fs", records, exc, delay)
+        await self.sleep(delay)
+        return not self.should_stop  # stopping: not committed, redelivered to whoever takes over
+
+    async def _complete(self, work: "_Batch") -> bool:
+        """Store a prepared batch's derived rows, publish, commit; False if stopped before the commit."""
+        polled, derived = work.polled, work.derived
+        attempt = 0
+        while True:
+            try:
                 await asyncio.to_thread(self._store_checked, derived)
-                await self._publish(batches, derived)
+                await self._publish(work.batches, derived)
                 break
             except _Stopping:
-                return  # not committed: redelivered to whoever takes over
+                return False
             except Exception as exc:
-                metrics.SINK_FAILURES.inc()
-                attempt += 1
-                delay = min(30.0, 0.5 * 2**attempt)
-                log.error("storing a batch of %d records failed (%s); retrying in %.1fs", len(records), exc, delay)
-                await self.sleep(delay)
-                if self.should_stop:
-                    return  # not committed: redelivered to whoever takes over
+                if not await self._backoff(exc, work.records, attempt := attempt + 1):
+                    return False
         try:
             await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in polled.items()})
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
@@ -324,7 +385,7 @@ class IngestAgent(Service):
         behind = time.time() - min(msgs[0].timestamp for msgs in polled.values()) / 1000
         if behind >= 0:  # a time-lapse simulated feed stamps arrival times ahead of the wall clock
             metrics.EVENT_TO_COMMIT_SECONDS.observe(behind)
-        if derived is not None and derived.alerts:
+        if derived.alerts:
             self._deliver(derived.alerts)
         # What survived the batch is long-lived state (tickets, contributions, seen ids):
         # move it out of the collector's generations so collections stay proportional to
@@ -335,9 +396,10 @@ class IngestAgent(Service):
             gc.unfreeze()
             gc.collect()
             gc.freeze()
-        self._count(batches)
+        self._count(work.batches)
         self.batches_done += 1
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - work.started)
+        return True
 
     def _store_alerts(self, out: AlertOutput) -> None:
         if out.alerts:
@@ -368,7 +430,7 @@ class IngestAgent(Service):
 
     def active_alerts(self, statuses: tuple[str, ...] = ("pending", "firing")) -> list[dict]:
         """The current alerts as Alert documents (blocking: call from a thread)."""
-        with self._storing:
+        with self._deriving:
             now = utcnow()
             return [self.alerts.document(t, now) for t in self.alerts.engine.alerts(statuses)]
 
@@ -416,14 +478,16 @@ class IngestAgent(Service):
             self.on_alerts(out.alerts)
 
     def _wait_for_storage(self) -> None:
-        with self._storing, self._storing_raw:
+        with self._deriving, self._storing, self._storing_raw:
             pass
 
     def _derive(
         self, batches: dict[str, IngestBatch], clock: datetime, positions: dict[int, int], arrival_ms: int | None = None
     ) -> _Derived:
         """Lifecycle state, indicator cells and factor-model learning for a batch (reads ClickHouse first)."""
-        with self._storing:
+        with self._deriving:
+            if self._stopping:
+                raise _Stopping("ingest agent stopping")
             partition_of = self.tickets.store.partition_of
             needing = self.tickets.needing_history(batches)
             if needing:
@@ -583,7 +647,7 @@ class IngestAgent(Service):
     def restore(self, ticket_partitions: list[int], partitions: list[int], satisfaction_partitions: list[int]) -> None:
         """After an assignment: the partitions' watermark, their open tickets and what those contributed,
         the customer histories and the factor models."""
-        with self._storing:
+        with self._deriving, self._storing:
             self.indicators.restore_watermark(partitions)
             before = set(self.tickets.store.records)
             self.tickets.restore_open(ticket_partitions)
@@ -654,11 +718,15 @@ class _TicketPartitions(ConsumerRebalanceListener):
         self.agent = agent
 
     async def on_partitions_revoked(self, revoked) -> None:
-        parts = [tp.partition for tp in revoked if tp.topic == self.agent.ticket_topic]
-        if parts:
-            dropped = self.agent.tickets.drop_partitions(parts)
-            log.info("state: released %d tickets of partitions %s", dropped, parts)
-        self.agent.indicators.drop_partitions(tp.partition for tp in revoked)
+        await asyncio.to_thread(self._release, revoked)
+
+    def _release(self, revoked) -> None:
+        with self.agent._deriving:  # noqa: SLF001 (never while a batch is being derived)
+            parts = [tp.partition for tp in revoked if tp.topic == self.agent.ticket_topic]
+            if parts:
+                dropped = self.agent.tickets.drop_partitions(parts)
+                log.info("state: released %d tickets of partitions %s", dropped, parts)
+            self.agent.indicators.drop_partitions(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
         parts = [tp.partition for tp in assigned if tp.topic == self.agent.ticket_topic]
