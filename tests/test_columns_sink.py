@@ -17,9 +17,9 @@ from stream.ingest.records import Accepted, RawRecord
 from stream.simulate import generate
 from stream.sink.clickhouse import Writer, connect, migrate, migrations
 from stream.sink.columns import (
-    SATISFACTION_COLUMNS,
+    SATISFACTION_INBOX_COLUMNS,
     TABLES,
-    TICKET_COLUMNS,
+    TICKET_INBOX_COLUMNS,
     dead_letter_table,
     satisfaction_table,
     ticket_table,
@@ -62,7 +62,7 @@ def batches():
     extra = {
         "ticket_event": [
             dict(EXAMPLES["ticket_event"][0], event_id="edge-t1", event_time="2026-11-20T09:15:00.123+08:00",
-                 sla_deadline="2026-11-21T09:15:00.999+08:00", note="customer asked twice, 二次投诉"),
+                 sla_deadline="2026-11-21T09:15:00.999+08:00", note="customer asked twice, 二次投诉\n\"again\" \\ \u00e9"),
             dict(EXAMPLES["ticket_event"][1], event_id="edge-t2", event_time="2026-11-20T16:40:00.001Z"),
         ],
         "satisfaction_event": [
@@ -148,10 +148,10 @@ def _counts(client, db: str, table: str) -> tuple[int, int, int]:
 
 # -- pure: column builders -----------------------------------------------------------------
 def test_arrow_columns_match_the_clickhouse_tables(client, db):
-    for contract, (table, _) in TABLES.items():
-        described = [row[0] for row in client.query(f"DESCRIBE TABLE {db}.{table}").result_rows]
-        columns = TICKET_COLUMNS if contract == "ticket_event" else SATISFACTION_COLUMNS
-        assert list(columns) == described, table
+    for contract, (_, inbox, _) in TABLES.items():
+        described = [row[0] for row in client.query(f"DESCRIBE TABLE {db}.{inbox}").result_rows]
+        columns = TICKET_INBOX_COLUMNS if contract == "ticket_event" else SATISFACTION_INBOX_COLUMNS
+        assert list(columns) == described, inbox
     described = [row[0] for row in client.query(f"DESCRIBE TABLE {db}.dead_letters").result_rows]
     assert dead_letter_table([], datetime.now(timezone.utc)).column_names == described
 
@@ -159,8 +159,8 @@ def test_arrow_columns_match_the_clickhouse_tables(client, db):
 def test_builders_produce_typed_tables(batches):
     now = datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=timezone.utc)
     for builder, contract, columns in (
-        (ticket_table, "ticket_event", TICKET_COLUMNS),
-        (satisfaction_table, "satisfaction_event", SATISFACTION_COLUMNS),
+        (ticket_table, "ticket_event", TICKET_INBOX_COLUMNS),
+        (satisfaction_table, "satisfaction_event", SATISFACTION_INBOX_COLUMNS),
     ):
         table = builder(batches[contract], now)
         assert table.num_rows == len(batches[contract])
@@ -190,10 +190,10 @@ def test_migrate_creates_tables_and_is_idempotent(client):
 # -- round trip ----------------------------------------------------------------------------
 @pytest.mark.parametrize("contract", sorted(TABLES))
 def test_every_field_round_trips(client, db, batches, contract):
-    table, build = TABLES[contract]
+    table, inbox, build = TABLES[contract]
     accepted = batches[contract]
     now = datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=timezone.utc)
-    Writer(client, db).insert(table, build(accepted, now))
+    Writer(client, db).insert(inbox, build(accepted, now))  # ClickHouse parses the JSON into the table
     stored = _rows(client, f"SELECT * FROM {db}.{table}")
     assert len(stored) == len(accepted)
     for a in accepted:
@@ -208,7 +208,7 @@ def test_every_field_round_trips(client, db, batches, contract):
         edge = stored["edge-t1"]
         assert edge["event_time"] == datetime(2026, 11, 20, 1, 15, 0, 123000)
         assert edge["sla_deadline"] == datetime(2026, 11, 21, 1, 15, 0, 999000)
-        assert edge["note"] == "customer asked twice, 二次投诉"
+        assert edge["note"] == "customer asked twice, 二次投诉\n\"again\" \\ \u00e9"  # JSON escapes, parsed by ClickHouse
         assert stored["edge-t2"]["event_time"] == datetime(2026, 11, 20, 16, 40, 0, 1000)
     else:
         assert {r["problem_solved"] for r in rows} >= {True, False, None}
@@ -223,24 +223,24 @@ def test_every_field_round_trips(client, db, batches, contract):
 # -- idempotency ---------------------------------------------------------------------------
 @pytest.mark.parametrize("contract", sorted(TABLES))
 def test_a_retried_block_is_stored_once(client, db, batches, contract):
-    table, build = TABLES[contract]
+    table, inbox, build = TABLES[contract]
     data = build(batches[contract], datetime.now(timezone.utc))
     writer = Writer(client, db)
-    writer.insert(table, data)
-    writer.insert(table, data)  # the same block again: a retry after a lost ack
+    writer.insert(inbox, data)
+    writer.insert(inbox, data)  # the same block again: a retry after a lost ack
     unique = len({a.event.event_id for a in batches[contract]})
     assert _counts(client, db, table) == (unique, unique, unique)
 
 
 @pytest.mark.parametrize("contract", sorted(TABLES))
 def test_a_redelivered_event_in_another_block_counts_once(client, db, batches, contract):
-    table, build = TABLES[contract]
+    table, inbox, build = TABLES[contract]
     accepted = batches[contract]
     writer = Writer(client, db)
-    writer.insert(table, build(accepted, datetime.now(timezone.utc)))
+    writer.insert(inbox, build(accepted, datetime.now(timezone.utc)))
     # after a crash before the commit: some events come again at new offsets, mixed with nothing new
     again = [replace(a, record=replace(a.record, offset=a.record.offset + 10_000)) for a in accepted[::7]]
-    writer.insert(table, build(again, datetime.now(timezone.utc) + timedelta(seconds=1)))
+    writer.insert(inbox, build(again, datetime.now(timezone.utc) + timedelta(seconds=1)))
     unique = len({a.event.event_id for a in accepted})
     final, uniq, raw = _counts(client, db, table)
     assert (final, uniq) == (unique, unique)
@@ -277,14 +277,14 @@ def test_dead_letters_keep_original_bytes_and_a_redelivery_counts_once(client, d
 
 # -- warming the dedup set -------------------------------------------------------------------
 def test_recent_event_ids_returns_stored_ids_within_the_horizon(client, db, batches):
-    table, build = TABLES["satisfaction_event"]
+    table, inbox, build = TABLES["satisfaction_event"]
     accepted = batches["satisfaction_event"]
     old, recent, newest = accepted[:50], accepted[50:150], accepted[150:200]
     now = datetime.now(timezone.utc)
     writer = Writer(client, db)
-    writer.insert(table, build(old, now - timedelta(days=3)))
-    writer.insert(table, build(recent, now - timedelta(minutes=10)))
-    writer.insert(table, build(newest, now))
+    writer.insert(inbox, build(old, now - timedelta(days=3)))
+    writer.insert(inbox, build(recent, now - timedelta(minutes=10)))
+    writer.insert(inbox, build(newest, now))
     ids = writer.recent_event_ids(table, timedelta(days=1), 10_000)
     assert sorted(ids) == sorted(a.event.event_id for a in recent + newest)
     assert set(ids[: len(newest)]) == {a.event.event_id for a in newest}  # newest first

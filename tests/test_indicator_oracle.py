@@ -172,8 +172,8 @@ def store(client, tickets: list[Accepted], sats: list[Accepted]) -> str:
     migrate(client, db, timedelta(days=3650), timedelta(days=30))
     w = Writer(client, db)
     now = datetime.now(timezone.utc)
-    w.insert("ticket_events", ticket_table(tickets, now))
-    w.insert("satisfaction_events", satisfaction_table(sats, now))
+    w.insert("ticket_events_inbox", ticket_table(tickets, now))
+    w.insert("satisfaction_events_inbox", satisfaction_table(sats, now))
     return db
 
 

@@ -239,7 +239,7 @@ class IngestAgent(Service):
 
     def _warm_seen_ids(self) -> None:
         dedup = self.topology.dedup
-        for contract, (table, _) in TABLES.items():
+        for contract, (table, _, _) in TABLES.items():
             ids = self.writer.recent_event_ids(table, dedup.horizon, dedup.max_ids // 2)
             if ids:
                 self.splitter.warm(contract, ids)
@@ -524,8 +524,8 @@ class IngestAgent(Service):
             rejected: list[Rejection] = []
             duplicates: list[Accepted] = []
             for contract, batch in batches.items():
-                table, build = TABLES[contract]
-                self._insert(table, build(batch.accepted, now), self.raw_writer)
+                sink = TABLES[contract]
+                self._insert(sink.inbox, sink.build(batch.accepted, now), self.raw_writer)
                 rejected.extend(batch.rejected)
                 duplicates.extend(batch.duplicates)
             if rejected:

@@ -72,6 +72,9 @@ def migrate(client: Client, database: str, raw_ttl: timedelta, dead_letter_ttl: 
     return applied
 
 
+_INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+
+
 class Writer:
     """Batched inserts with retries and backoff.
 
@@ -107,7 +110,9 @@ class Writer:
             return
         for attempt in range(self.retries + 1):
             try:
-                self.client.insert_arrow(f"{self.database}.{table}", data)
+                # A retried block is dropped by insert deduplication, also where a materialized
+                # view writes it on (the raw inboxes, DDL 0009; ClickHouse < 26 does not by default).
+                self.client.insert_arrow(f"{self.database}.{table}", data, settings=_INSERT_SETTINGS)
                 return
             except Exception as exc:  # the driver raises several types; all are worth a retry
                 if attempt == self.retries:

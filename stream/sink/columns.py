@@ -1,14 +1,16 @@
 """Events -> column-oriented Arrow tables for ClickHouse inserts.
 
 Pure and synchronous: one pass over a batch, one Arrow table per target table.
-Optional codes are stored as '' (LowCardinality(String)) so Grafana filters and
+Raw events go to inbox tables as their original JSON plus what the worker
+already holds; ClickHouse parses them into the raw tables (DDL 0009). Optional codes are stored as '' (LowCardinality(String)) so Grafana filters and
 GROUP BYs need no NULL handling; optional numbers stay Nullable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -16,76 +18,46 @@ from ..ingest.records import Accepted, Rejection
 
 _TS = pa.timestamp("ms", tz="UTC")
 
-_DIMENSIONS = ("overall_service", "reach_speed", "ivr_menu", "agent_attitude", "agent_ability", "call_outcome")
-
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _inbox(batch: Sequence[Accepted], ingested_at: datetime, ids: dict[str, Callable], columns: dict) -> pa.Table:
+    """The inbox rows of accepted events: what Python already holds; ClickHouse parses the rest (DDL 0009)."""
+    events = [a.event for a in batch]
+    records = [a.record for a in batch]
+    data = {name: pa.array([get(e) for e in events], columns[name]) for name, get in ids.items()}
+    data["value"] = pa.array([r.value for r in records], pa.binary())
+    data["kafka_partition"] = pa.array([r.partition for r in records], pa.uint16())
+    data["kafka_offset"] = pa.array([r.offset for r in records], pa.uint64())
+    data["kafka_timestamp"] = pa.array([r.timestamp_ms for r in records], _TS)
+    data["ingested_at"] = pa.array([_ms(ingested_at)] * len(batch), _TS)
+    return pa.table({name: data[name] for name in columns})
+
+
+def _optional_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else _ms(moment)
+
+
+_TICKET_IDS: dict[str, Callable] = {
+    "event_id": lambda e: e.event_id, "event_time": lambda e: _ms(e.event_time), "customer_id": lambda e: e.customer_id,
+    "ticket_id": lambda e: e.ticket_id, "sla_deadline": lambda e: _optional_ms(e.sla_deadline),
+}  # fmt: skip
+_SATISFACTION_IDS: dict[str, Callable] = {
+    "event_id": lambda e: e.event_id, "event_time": lambda e: _ms(e.event_time), "customer_id": lambda e: e.customer_id,
+    "contact_id": lambda e: e.contact_id, "ticket_id": lambda e: e.ticket_id or "",
+}  # fmt: skip
+
+
 def ticket_table(batch: Sequence[Accepted], ingested_at: datetime) -> pa.Table:
-    cols: dict[str, list] = {name: [] for name in TICKET_COLUMNS}
-    now = _ms(ingested_at)
-    for item in batch:
-        e, r = item.event, item.record
-        region = e.region
-        cols["event_id"].append(e.event_id)
-        cols["event_time"].append(_ms(e.event_time))
-        cols["source_system"].append(e.source_system)
-        cols["customer_id"].append(e.customer_id)
-        cols["ticket_id"].append(e.ticket_id)
-        cols["step"].append(e.step)
-        cols["province"].append(region.province if region else "")
-        cols["city"].append(region.city if region else "")
-        cols["district"].append(region.district if region else "")
-        cols["channel"].append(e.channel or "")
-        cols["business_line"].append(e.business_line or "")
-        cols["complaint_category"].append(e.complaint_category or "")
-        cols["complaint_phenomenon"].append(e.complaint_phenomenon or "")
-        cols["customer_tier"].append(e.customer_tier or "")
-        cols["department"].append(e.department or "")
-        cols["problem_location"].append(e.problem_location or "")
-        cols["closure_type"].append(e.closure_type or "")
-        cols["sla_deadline"].append(_ms(e.sla_deadline) if e.sla_deadline else None)
-        cols["note"].append(e.note or "")
-        cols["schema_version"].append(e.schema_version)
-        cols["kafka_partition"].append(r.partition)
-        cols["kafka_offset"].append(r.offset)
-        cols["kafka_timestamp"].append(r.timestamp_ms)
-        cols["ingested_at"].append(now)
-    return pa.table({name: pa.array(values, type=TICKET_COLUMNS[name]) for name, values in cols.items()})
+    """Accepted ticket events -> ``ticket_events_inbox`` rows (ClickHouse fills ``ticket_events`` from them)."""
+    return _inbox(batch, ingested_at, _TICKET_IDS, TICKET_INBOX_COLUMNS)
 
 
 def satisfaction_table(batch: Sequence[Accepted], ingested_at: datetime) -> pa.Table:
-    cols: dict[str, list] = {name: [] for name in SATISFACTION_COLUMNS}
-    now = _ms(ingested_at)
-    for item in batch:
-        e, r = item.event, item.record
-        dims = e.dimensions
-        cols["event_id"].append(e.event_id)
-        cols["event_time"].append(_ms(e.event_time))
-        cols["source_system"].append(e.source_system)
-        cols["customer_id"].append(e.customer_id)
-        cols["contact_id"].append(e.contact_id)
-        cols["ticket_id"].append(e.ticket_id or "")
-        cols["channel"].append(e.channel)
-        cols["province"].append(e.region.province)
-        cols["city"].append(e.region.city)
-        cols["district"].append(e.region.district)
-        cols["business_line"].append(e.business_line or "")
-        cols["customer_tier"].append(e.customer_tier or "")
-        cols["plan"].append(e.plan or "")
-        cols["overall_score"].append(e.overall_score)
-        for name in _DIMENSIONS:
-            cols[f"dim_{name}"].append(getattr(dims, name) if dims else None)
-        cols["nps"].append(e.nps)
-        cols["problem_solved"].append(e.problem_solved)
-        cols["schema_version"].append(e.schema_version)
-        cols["kafka_partition"].append(r.partition)
-        cols["kafka_offset"].append(r.offset)
-        cols["kafka_timestamp"].append(r.timestamp_ms)
-        cols["ingested_at"].append(now)
-    return pa.table({name: pa.array(values, type=SATISFACTION_COLUMNS[name]) for name, values in cols.items()})
+    """Accepted satisfaction events -> ``satisfaction_events_inbox`` rows (-> ``satisfaction_events``)."""
+    return _inbox(batch, ingested_at, _SATISFACTION_IDS, SATISFACTION_INBOX_COLUMNS)
 
 
 def dead_letter_table(rejections: Sequence[Rejection], received_at: datetime) -> pa.Table:
@@ -186,25 +158,6 @@ def ticket_steps_table(states: Sequence, updated_at_ms: int) -> pa.Table:
 
 
 _S, _U8 = pa.string(), pa.uint8()
-_COMMON_TAIL = {
-    "schema_version": _U8, "kafka_partition": pa.uint16(), "kafka_offset": pa.uint64(), "kafka_timestamp": _TS,
-    "ingested_at": _TS,
-}  # fmt: skip
-
-TICKET_COLUMNS: dict[str, pa.DataType] = {
-    "event_id": _S, "event_time": _TS, "source_system": _S, "customer_id": _S, "ticket_id": _S, "step": _S,
-    "province": _S, "city": _S, "district": _S, "channel": _S, "business_line": _S, "complaint_category": _S,
-    "complaint_phenomenon": _S, "customer_tier": _S, "department": _S, "problem_location": _S,
-    "closure_type": _S, "sla_deadline": _TS, "note": _S, **_COMMON_TAIL,
-}  # fmt: skip
-
-SATISFACTION_COLUMNS: dict[str, pa.DataType] = {
-    "event_id": _S, "event_time": _TS, "source_system": _S, "customer_id": _S, "contact_id": _S, "ticket_id": _S,
-    "channel": _S, "province": _S, "city": _S, "district": _S, "business_line": _S, "customer_tier": _S,
-    "plan": _S, "overall_score": _U8, **{f"dim_{d}": _U8 for d in _DIMENSIONS}, "nps": _U8,
-    "problem_solved": pa.bool_(), **_COMMON_TAIL,
-}  # fmt: skip
-
 _STATE_CODES = (
     "province", "city", "district", "channel", "business_line", "complaint_category", "complaint_phenomenon",
     "customer_tier", "status", "holder_department", "sla_breach", "closure_type", "problem_location",
@@ -228,10 +181,26 @@ STEP_COLUMNS: dict[str, pa.DataType] = {
     "updated_at": _TS,
 }  # fmt: skip
 
-#: contract name -> (ClickHouse table, column builder)
+_TAIL = {"value": pa.binary(), "kafka_partition": pa.uint16(), "kafka_offset": pa.uint64(), "kafka_timestamp": _TS,
+         "ingested_at": _TS}  # fmt: skip
+TICKET_INBOX_COLUMNS: dict[str, pa.DataType] = {
+    "event_id": _S, "event_time": _TS, "customer_id": _S, "ticket_id": _S, "sla_deadline": _TS, **_TAIL,
+}  # fmt: skip
+SATISFACTION_INBOX_COLUMNS: dict[str, pa.DataType] = {
+    "event_id": _S, "event_time": _TS, "customer_id": _S, "contact_id": _S, "ticket_id": _S, **_TAIL,
+}  # fmt: skip
+
+
+class RawSink(NamedTuple):
+    table: str  # where the events are read from
+    inbox: str  # where they are written (a materialized view fills ``table``)
+    build: Callable[[Sequence[Accepted], datetime], pa.Table]
+
+
+#: contract name -> its raw tables and inbox column builder
 TABLES = {
-    "ticket_event": ("ticket_events", ticket_table),
-    "satisfaction_event": ("satisfaction_events", satisfaction_table),
+    "ticket_event": RawSink("ticket_events", "ticket_events_inbox", ticket_table),
+    "satisfaction_event": RawSink("satisfaction_events", "satisfaction_events_inbox", satisfaction_table),
 }
 
 
