@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..ingest.records import Accepted, Rejection
 
@@ -23,11 +24,18 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _inbox(batch: Sequence[Accepted], ingested_at: datetime, ids: dict[str, Callable], columns: dict) -> pa.Table:
-    """The inbox rows of accepted events: what Python already holds; ClickHouse parses the rest (DDL 0009)."""
+def _inbox(batch: Sequence[Accepted], ingested_at: datetime, ids: dict[str, str], columns: dict) -> pa.Table:
+    """The inbox rows of accepted events: what Python already holds; ClickHouse parses the rest (DDL 0009).
+
+    ``ids``: column -> event attribute. Times go to Arrow as datetimes (converted to UTC
+    milliseconds in C++, twice as fast as ``timestamp()`` per event).
+    """
     events = [a.event for a in batch]
     records = [a.record for a in batch]
-    data = {name: pa.array([get(e) for e in events], columns[name]) for name, get in ids.items()}
+    data = {name: pa.array([getattr(e, attr) for e in events], columns[name]) for name, attr in ids.items()}
+    for name in ids:
+        if columns[name] == pa.string():
+            data[name] = pc.fill_null(data[name], "")  # an optional id (a contact without a ticket) is stored as ''
     data["value"] = pa.array([r.value for r in records], pa.binary())
     data["kafka_partition"] = pa.array([r.partition for r in records], pa.uint16())
     data["kafka_offset"] = pa.array([r.offset for r in records], pa.uint64())
@@ -36,18 +44,8 @@ def _inbox(batch: Sequence[Accepted], ingested_at: datetime, ids: dict[str, Call
     return pa.table({name: data[name] for name in columns})
 
 
-def _optional_ms(moment: datetime | None) -> int | None:
-    return None if moment is None else _ms(moment)
-
-
-_TICKET_IDS: dict[str, Callable] = {
-    "event_id": lambda e: e.event_id, "event_time": lambda e: _ms(e.event_time), "customer_id": lambda e: e.customer_id,
-    "ticket_id": lambda e: e.ticket_id, "sla_deadline": lambda e: _optional_ms(e.sla_deadline),
-}  # fmt: skip
-_SATISFACTION_IDS: dict[str, Callable] = {
-    "event_id": lambda e: e.event_id, "event_time": lambda e: _ms(e.event_time), "customer_id": lambda e: e.customer_id,
-    "contact_id": lambda e: e.contact_id, "ticket_id": lambda e: e.ticket_id or "",
-}  # fmt: skip
+_TICKET_IDS = {name: name for name in ("event_id", "event_time", "customer_id", "ticket_id", "sla_deadline")}
+_SATISFACTION_IDS = {name: name for name in ("event_id", "event_time", "customer_id", "contact_id", "ticket_id")}
 
 
 def ticket_table(batch: Sequence[Accepted], ingested_at: datetime) -> pa.Table:
@@ -99,27 +97,25 @@ def duplicate_table(duplicates: Sequence[Accepted], received_at: datetime) -> pa
 
 def ticket_state_table(states: Sequence, updated_at_ms: int) -> pa.Table:
     """Current ticket states (``stream.state.lifecycle.TicketState``) -> ``ticket_state`` rows."""
-    def ms(v):
-        return _ms(v) if v is not None else None
-
+    # datetimes go to Arrow as they are: it converts them to UTC milliseconds in C++
     f = [s.followup for s in states]
     cols = {
         "ticket_id": [s.ticket_id for s in states],
         "customer_id": [s.customer_id for s in states],
         **{k: [getattr(s, k) or "" for s in states] for k in _STATE_CODES},
-        "created_at": [ms(s.created_at) for s in states],
-        "first_closed_at": [ms(s.first_closed_at) for s in states],
-        "closed_at": [ms(s.closed_at) for s in states],
-        "last_event_time": [_ms(s.last_event_time) for s in states],
+        "created_at": [s.created_at for s in states],
+        "first_closed_at": [s.first_closed_at for s in states],
+        "closed_at": [s.closed_at for s in states],
+        "last_event_time": [s.last_event_time for s in states],
         "departments": [list(s.departments) for s in states],
         "handoffs": [s.handoffs for s in states],
         "handling_s": [s.handling_s for s in states],
-        "sla_deadline": [ms(s.sla_deadline) for s in states],
+        "sla_deadline": [s.sla_deadline for s in states],
         "sla_breached": [s.sla_breached for s in states],
         "reopen_count": [s.reopen_count for s in states],
         "first_contact_resolution": [s.first_contact_resolution for s in states],
         "followup_event_id": [x.event_id if x else "" for x in f],
-        "followup_time": [ms(x.event_time) if x else None for x in f],
+        "followup_time": [x.event_time if x else None for x in f],
         "followup_score": [x.overall_score if x else None for x in f],
         "followup_nps": [x.nps if x else None for x in f],
         "followup_reach_speed": [x.reach_speed if x else None for x in f],
@@ -149,10 +145,11 @@ def ticket_steps_table(states: Sequence, updated_at_ms: int) -> pa.Table:
         for v in s.steps:
             st = v.step
             dwell = None if (v.index == last and s.status == "open") else v.dwell_s
-            rows.append((s.ticket_id, st.event_id, v.index, _ms(st.event_time), st.step, st.source_system,
+            rows.append((s.ticket_id, st.event_id, v.index, st.event_time, st.step, st.source_system,
                          st.department or "", v.holder, dwell, v.sla_breach, st.closure_type or "", s.district))  # fmt: skip
     names = list(STEP_COLUMNS)[:-1]
-    data = {name: pa.array([r[i] for r in rows], type=STEP_COLUMNS[name]) for i, name in enumerate(names)}
+    cols = list(zip(*rows)) if rows else [()] * len(names)
+    data = {name: pa.array(cols[i], type=STEP_COLUMNS[name]) for i, name in enumerate(names)}
     data["updated_at"] = pa.array([updated_at_ms] * len(rows), type=_TS)
     return pa.table(data)
 

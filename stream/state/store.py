@@ -49,9 +49,13 @@ class TicketStore:
 
     def add_step(self, ticket_id: str, step: Step, partition: int | None = None) -> bool:
         rec = self.record(ticket_id, partition)
+        known = len(rec.steps)
         if not rec.add_step(step):
             return False
-        self._watch(ticket_id, rec)
+        # Only a new deadline or a reopen arms the SLA check (again); the heap entry of the
+        # current deadline stands for every other step (a replaced event re-arms, to be safe).
+        if step.sla_deadline is not None or step.step == "reopened" or len(rec.steps) == known:
+            self._watch(ticket_id, rec)
         return True
 
     def add_followup(self, ticket_id: str, followup: FollowUp) -> bool:
