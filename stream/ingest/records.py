@@ -1,4 +1,8 @@
-"""The shapes that flow through ingest, independent of the Kafka client."""
+"""The shapes that flow through ingest, independent of the Kafka client.
+
+Immutable by convention, not ``frozen``: several are built per event, and a frozen
+dataclass's ``__init__`` costs about three times as much (issue 8).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 from ..contract import Envelope
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RawRecord:
     """One Kafka message exactly as it arrived."""
 
@@ -19,7 +23,7 @@ class RawRecord:
     value: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Rejection:
     """Why a record could not be accepted; stored with the original bytes.
 
@@ -38,7 +42,7 @@ class Rejection:
     event_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Accepted:
     record: RawRecord
     event: Envelope
