@@ -37,8 +37,17 @@ class Cell(NamedTuple):
     business_line: str
 
 
+_CELLS: dict[tuple, Cell] = {}
+
+
 def _cell(fields: tuple) -> Cell:
-    return tuple.__new__(Cell, fields)  # NamedTuple's own constructor is a Python call; this is per event
+    # One object per distinct cell: a ticket's applied facts hold it for as long as the ticket is in state.
+    cell = _CELLS.get(fields)
+    if cell is None:
+        cell = tuple.__new__(Cell, fields)  # NamedTuple's own constructor is a Python call; this is per event
+        if len(_CELLS) < 100_000:  # bounded: cells are districts x channels x business lines
+            _CELLS[fields] = cell
+    return cell
 
 
 Fact = tuple[int, Cell, Sparse]

@@ -120,20 +120,34 @@ class IndicatorStage:
         ids = sorted(set(ticket_ids) - set(self.contrib))
         if not ids:
             return 0
-        return sum(self._remember(ids[i : i + 5_000], partition_of) for i in range(0, len(ids), 5_000))
+        return sum(self._remember(ids[i : i + 5_000], None, partition_of) for i in range(0, len(ids), 5_000))
 
-    def _remember(self, ids: list[str], partition_of: dict[str, int]) -> int:
-        # at most 5k ids per query: ClickHouse bounds a query's size (a restart may restore a million tickets)
+    def remember_where(self, where: str, parameters: dict, partition_of: dict[str, int]) -> int:
+        """:meth:`remember_stored` for the tickets ``where`` selects over ``ticket_events`` (one query; a
+        restart restores up to millions of tickets)."""
+        return self._remember(f"ticket_id IN (SELECT ticket_id FROM {self.writer.database}.ticket_events WHERE {where})",
+                              parameters, partition_of, skip=set(self.contrib))  # fmt: skip
+
+    def _remember(
+        self, condition: str | list[str], parameters: dict | None, partition_of: dict[str, int], skip: set = frozenset()
+    ) -> int:
+        if isinstance(condition, list):
+            # at most 5k ids per query: ClickHouse bounds a query's size
+            condition, parameters = "ticket_id IN %(ids)s", {"ids": condition}
         db = self.writer.database
         result = self.writer.client.query(
             f"SELECT ticket_id, province, city, district, channel, business_line, status, created_at, closed_at, "
             f"first_closed_at, handling_s, first_contact_resolution, internally_resolved, customer_solved, "
             f"perception_gap, sla_breach, sla_breached, sla_deadline, reopen_count, followup_reach_speed "
             # newest row per ticket without FINAL (a merge-on-read of the whole table)
-            f"FROM {db}.ticket_state WHERE ticket_id IN %(ids)s ORDER BY updated_at DESC LIMIT 1 BY ticket_id",
-            parameters={"ids": ids},
+            f"FROM {db}.ticket_state WHERE {condition} ORDER BY updated_at DESC LIMIT 1 BY ticket_id",
+            parameters=parameters,
         )
+        n = 0
         for row in result.result_rows:
+            if row[0] in skip:
+                continue
+            n += 1
             d = dict(zip(result.column_names, row))
             for k in ("created_at", "closed_at", "first_closed_at", "sla_deadline"):
                 d[k] = _utc(d[k])
@@ -141,7 +155,7 @@ class IndicatorStage:
             d["followup"] = SimpleNamespace(reach_speed=speed) if speed is not None else None
             state = SimpleNamespace(**d)
             self.contrib[d["ticket_id"]] = (partition_of.get(d["ticket_id"], 0), ticket_facts(state))  # type: ignore[arg-type]
-        return len(result.result_rows)
+        return n
 
     def restore_watermark(self, partitions: Iterable[int]) -> None:
         """After an assignment: the newest event time each source partition had reached (too-late judgement)."""

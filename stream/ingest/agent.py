@@ -649,10 +649,10 @@ class IngestAgent(Service):
         the customer histories and the factor models."""
         with self._deriving, self._storing:
             self.indicators.restore_watermark(partitions)
-            before = set(self.tickets.store.records)
-            self.tickets.restore_open(ticket_partitions)
-            restored = set(self.tickets.store.records) - before
-            self.indicators.remember_stored(restored, self.tickets.store.partition_of)
+            where = self.tickets.open_tickets(ticket_partitions)
+            self.tickets.restore_open(ticket_partitions, where)
+            if ticket_partitions:  # what the restored tickets contributed (those in memory are known)
+                self.indicators.remember_where(*where, self.tickets.store.partition_of)
             if self.with_model:
                 self.model.restore(self.writer, satisfaction_partitions, ticket_partitions)
                 metrics.MODEL_CUSTOMERS.set(len(self.model.history))

@@ -44,7 +44,6 @@ True
 from __future__ import annotations
 
 import pickle
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -142,7 +141,8 @@ class CustomerHistory:
         self.max_customers = max_customers
         self.expire_every = expire_every
         self.evicted = 0
-        self._customers: OrderedDict[str, dict[str, Complaint]] = OrderedDict()
+        # a plain dict, in order of last update (an OrderedDict costs ~60 B more per customer)
+        self._customers: dict[str, dict[str, Complaint]] = {}
         self._watermark = float("-inf")  # latest event time seen, epoch seconds
         self._since_expire = 0
 
@@ -170,10 +170,10 @@ class CustomerHistory:
         if tickets is None:
             tickets = self._customers[state.customer_id] = {}
             while len(self._customers) > self.max_customers:
-                self._customers.popitem(last=False)
+                del self._customers[next(iter(self._customers))]
                 self.evicted += 1
         else:
-            self._customers.move_to_end(state.customer_id)
+            self._customers[state.customer_id] = self._customers.pop(state.customer_id)  # now the newest
         tickets[c.ticket_id] = c
         self._since_expire += 1
         if self._since_expire >= self.expire_every:
@@ -186,7 +186,7 @@ class CustomerHistory:
         if tickets is None:
             tickets = self._customers[customer_id] = {}
             while len(self._customers) > self.max_customers:
-                self._customers.popitem(last=False)
+                del self._customers[next(iter(self._customers))]
                 self.evicted += 1
         tickets[complaint.ticket_id] = complaint
 

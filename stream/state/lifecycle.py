@@ -434,7 +434,7 @@ class TicketRecord:
 
     def __init__(self) -> None:
         self.steps: list[Step] = []  # unique event ids, kept in journey order (what fold needs)
-        self.followups: list[FollowUp] = []  # unique event ids
+        self.followups: list[FollowUp] | tuple = ()  # unique event ids; a list from the first one (most have none)
 
     def __len__(self) -> int:
         return len(self.steps) + len(self.followups)
@@ -464,7 +464,10 @@ class TicketRecord:
                     return False
                 fups[i] = followup
                 return True
-        fups.append(followup)
+        if not fups:
+            self.followups = [followup]
+        else:
+            fups.append(followup)
         return True
 
     def state(self, ticket_id: str, clock: datetime | None = None) -> TicketState:

@@ -21,6 +21,7 @@ because events are stored before offsets are committed.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
@@ -47,15 +48,20 @@ def _utc(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def _code(value: str) -> str | None:
+    # Codes repeat across millions of restored steps: one string object each (the driver makes one per row).
+    return sys.intern(value) if value else None
+
+
 def _step_from_row(row: tuple) -> tuple[str, int, Step]:
     (ticket_id, event_id, event_time, step, source, customer, department, closure, deadline, province, city,
      district, channel, line, category, phenomenon, tier, location, partition) = row  # fmt: skip
     return ticket_id, partition, Step(
-        event_id=event_id, event_time=_utc(event_time), step=step, source_system=source, customer_id=customer,
-        department=department or None, closure_type=closure or None, sla_deadline=_utc(deadline),
-        province=province or None, city=city or None, district=district or None, channel=channel or None,
-        business_line=line or None, complaint_category=category or None, complaint_phenomenon=phenomenon or None,
-        customer_tier=tier or None, problem_location=location or None,
+        event_id=event_id, event_time=_utc(event_time), step=sys.intern(step), source_system=sys.intern(source),
+        customer_id=customer, department=_code(department), closure_type=_code(closure), sla_deadline=_utc(deadline),
+        province=_code(province), city=_code(city), district=_code(district), channel=_code(channel),
+        business_line=_code(line), complaint_category=_code(category), complaint_phenomenon=_code(phenomenon),
+        customer_tier=_code(tier), problem_location=_code(location),
     )  # fmt: skip
 
 
@@ -76,23 +82,28 @@ class TicketStage:
 
     # -- loading from ClickHouse -------------------------------------------------------
     def _load(self, where: str, parameters: dict) -> int:
+        """Load the steps matching ``where`` (over ``ticket_events``) and the follow-ups of their tickets."""
         db = self.writer.database
         client = self.writer.client
         steps = client.query(f"SELECT {_STEP_COLUMNS} FROM {db}.ticket_events WHERE {where}", parameters=parameters)
         loaded = set()
+        add_step = self.store.add_step
         for row in steps.result_rows:
             ticket_id, partition, step = _step_from_row(row)
-            self.store.add_step(ticket_id, step, partition)
+            add_step(ticket_id, step, partition)
             loaded.add(ticket_id)
-        ids = sorted(loaded)
-        for i in range(0, len(ids), _IDS_PER_QUERY):  # a query's size is bounded (max_query_size)
+        if loaded:
+            # One query for all their follow-ups: the same condition as a subquery, not the ids inline
+            # (a restart restores a million tickets; ids inline need a query per few thousand).
             followups = client.query(
                 f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
-                f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id IN %(ids)s",
-                parameters={"ids": ids[i : i + _IDS_PER_QUERY]},
+                f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id != '' AND ticket_id IN "
+                f"(SELECT ticket_id FROM {db}.ticket_events WHERE {where})",
+                parameters=parameters,
             )
+            add_followup = self.store.add_followup
             for row in followups.result_rows:
-                self.store.add_followup(*_followup_from_row(row))
+                add_followup(*_followup_from_row(row))
         return len(loaded)
 
     def reload(self, ticket_ids: Iterable[str]) -> int:
@@ -101,18 +112,23 @@ class TicketStage:
         return sum(self._load("ticket_id IN %(ids)s", {"ids": missing[i : i + _IDS_PER_QUERY]})
                    for i in range(0, len(missing), _IDS_PER_QUERY))  # fmt: skip
 
-    def restore_open(self, partitions: Iterable[int]) -> int:
+    def open_tickets(self, partitions: Iterable[int]) -> tuple[str, dict]:
+        """A condition over ``ticket_events`` selecting the open tickets of these source partitions, and its
+        parameters (what :meth:`restore_open` loads; the indicator stage restores their contributions by it)."""
+        db = self.writer.database
+        since = datetime.now(timezone.utc) - self.settings.open_max_age
+        return (
+            f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_state FINAL WHERE status = 'open' "
+            f"AND last_event_time >= %(since)s) AND kafka_partition IN %(parts)s",
+            {"since": since, "parts": sorted(set(partitions))},
+        )
+
+    def restore_open(self, partitions: Iterable[int], where: tuple[str, dict] | None = None) -> int:
         """Load the open tickets of these source partitions (after a start or a rebalance)."""
         parts = sorted(set(partitions))
         if not parts:
             return 0
-        db = self.writer.database
-        since = datetime.now(timezone.utc) - self.settings.open_max_age
-        n = self._load(
-            f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_state FINAL WHERE status = 'open' "
-            f"AND last_event_time >= %(since)s) AND kafka_partition IN %(parts)s",
-            {"since": since, "parts": parts},
-        )
+        n = self._load(*(where or self.open_tickets(parts)))
         for rec in self.store.records.values():
             self._advance(rec.last_event_time())
         log.info("restored %d open tickets of partitions %s from ClickHouse", n, parts)
