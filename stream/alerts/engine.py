@@ -53,6 +53,7 @@ import operator
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from river import time_series
@@ -80,6 +81,20 @@ class CellUpdate:
     business_line: str
     writer: int
     values: np.ndarray  # WIDTH counters
+
+
+class CellColumns(NamedTuple):
+    """Many cell updates as columns (one row each): what :meth:`AlertEngine.apply_columns` takes."""
+
+    window: np.ndarray  # object: window names
+    start: np.ndarray  # int64 epoch seconds
+    cell: list[tuple]  # (province, city, district, channel, business_line) per row
+    writer: np.ndarray  # int64
+    values: np.ndarray  # float64, rows x WIDTH counters
+
+
+_SCOPE_BITS = 24  # a (window start, scope key id) pair packs into one int64
+_SCOPE_MASK = (1 << _SCOPE_BITS) - 1
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,9 @@ class AlertEngine:
         self._labels: dict[tuple[str, tuple], dict[str, str]] = {}  # (rule, key) -> labels
         self._state: dict[tuple[str, tuple], _State] = {}
         self.watermark: int | None = None
+        self._scope_of: dict[tuple[str, tuple], int] = {}  # (rule, cell) -> scope key id
+        self._scope_ids: dict[tuple, int] = {}  # scope key -> id
+        self._scope_keys: list[tuple] = []  # id -> scope key
 
     # -- input ---------------------------------------------------------------------------
     def apply(self, updates: Iterable[CellUpdate], watermark: int | None = None) -> list[Transition]:
@@ -162,29 +180,59 @@ class AlertEngine:
         ``watermark`` (epoch s; the indicator stage's): windows ending at or before it are complete. Without
         it a window counts as complete once a later window has data.
         """
+        updates = list(updates)
+        return self.apply_columns(
+            CellColumns(
+                np.array([u.window for u in updates], dtype=object),
+                np.array([u.start for u in updates], np.int64),
+                [(u.province, u.city, u.district, u.channel, u.business_line) for u in updates],
+                np.array([u.writer for u in updates], np.int64),
+                np.array([u.values for u in updates]).reshape(len(updates), WIDTH),
+            ),
+            watermark,
+        )
+
+    def apply_columns(self, cells: CellColumns, watermark: int | None = None) -> list[Transition]:
+        """:meth:`apply` for many cell updates given as columns (a batch's changed cells; no object per cell)."""
         if watermark is not None:
             self.watermark = max(self.watermark or watermark, watermark)
         touched: dict[tuple[str, tuple], set[int]] = {}
-        for u in updates:
-            rules = self._by_window.get(u.window)
-            if not rules:
+        partials = self._partials
+        for window, rules in self._by_window.items():
+            idx = np.nonzero(cells.window == window)[0]
+            if not len(idx):
                 continue
-            cell = (u.province, u.city, u.district, u.channel, u.business_line)
-            pkey = (u.window, u.start, cell, u.writer)
-            old = self._partials.get(pkey)
-            delta = u.values if old is None else u.values - old
-            self._partials[pkey] = u.values
-            if old is not None and not delta.any():
+            values = cells.values[idx]
+            starts = cells.start[idx]
+            keys = [(window, s, cells.cell[i], w) for i, s, w in zip(idx.tolist(), starts.tolist(), cells.writer[idx].tolist(), strict=True)]
+            # Each writer's newest partial replaces its previous one: the sums move by the difference.
+            old = np.zeros_like(values)
+            fresh = np.ones(len(idx), bool)
+            for j, k in enumerate(keys):
+                prev = partials.get(k)
+                if prev is not None:
+                    old[j] = prev
+                    fresh[j] = False
+            delta = values - old
+            moved = np.nonzero(fresh | delta.any(axis=1))[0]
+            if not len(moved):
                 continue
+            for j in moved.tolist():
+                partials[keys[j]] = values[j]
+            delta, starts = delta[moved], starts[moved]
+            moved_cells = [keys[j][2] for j in moved.tolist()]
             for rule in rules:
-                labels = scope_labels(rule, u)
-                key = tuple(labels.values())
+                # Sum the deltas per (window start, scope key) with numpy, then touch each group once.
+                ids = np.fromiter((self._scope_id(rule, c) for c in moved_cells), np.int64, len(moved_cells))
+                uniq, inverse = np.unique((starts << _SCOPE_BITS) | ids, return_inverse=True)
+                sums = np.zeros((len(uniq), WIDTH))
+                np.add.at(sums, inverse.reshape(-1), delta)
                 agg = self._agg[rule.name]
-                k = (u.start, key)
-                acc = agg.get(k)
-                agg[k] = delta.copy() if acc is None else acc + delta
-                self._labels.setdefault((rule.name, key), labels)
-                touched.setdefault((rule.name, key), set()).add(u.start)
+                for u, row in zip(uniq.tolist(), sums, strict=True):
+                    start, key = u >> _SCOPE_BITS, self._scope_keys[u & _SCOPE_MASK]
+                    acc = agg.get((start, key))
+                    agg[(start, key)] = row if acc is None else acc + row
+                    touched.setdefault((rule.name, key), set()).add(start)
         out: list[Transition] = []
         rules = {r.name: r for r in self.rules}
         for (name, key), starts in touched.items():
@@ -196,6 +244,20 @@ class AlertEngine:
                     self._complete(rules[name], st)
                     out.extend(self._advance(rules[name], st, self._labels[(name, key)]))
         return out
+
+    def _scope_id(self, rule: AlertRule, cell: tuple) -> int:
+        """A small int for the rule's scope key of a cell (its labels are kept once, in ``_labels``)."""
+        found = self._scope_of.get((rule.name, cell))
+        if found is None:
+            labels = scope_labels(rule, CellUpdate("", 0, 0, *cell, 0, None))
+            key = tuple(labels.values())
+            self._labels.setdefault((rule.name, key), labels)
+            found = self._scope_ids.get(key)
+            if found is None:
+                found = self._scope_ids[key] = len(self._scope_keys)
+                self._scope_keys.append(key)
+            self._scope_of[(rule.name, cell)] = found
+        return found
 
     def restore_status(self, rule_name: str, labels: dict[str, str], status: str, since: int) -> None:
         """An alert's last known status (from storage), so a restart does not announce it again."""
@@ -424,4 +486,4 @@ class AlertEngine:
         return len(self._partials)
 
 
-__all__ = ["WIDTH", "AlertEngine", "CellUpdate", "Transition", "fingerprint", "scope_labels"]
+__all__ = ["WIDTH", "AlertEngine", "CellColumns", "CellUpdate", "Transition", "fingerprint", "scope_labels"]

@@ -34,7 +34,7 @@ from ..indicators.counters import COUNTERS
 from ..indicators.cube import Columns, Cube
 from ..sink.clickhouse import Writer
 from ..topology import AlertSettings, IndicatorSettings
-from .engine import AlertEngine, CellUpdate, Transition
+from .engine import AlertEngine, CellColumns, CellUpdate, Transition
 from .supervision import SupervisionBook, SupervisionTicket
 
 log = logging.getLogger("cxstream.alerts")
@@ -86,28 +86,32 @@ class AlertStage:
         self.book = SupervisionBook()
 
     # -- per batch -----------------------------------------------------------------------
-    def cell_updates(self, cube: Cube, cells: Columns, writer: int) -> list[CellUpdate]:
-        """This worker's changed cells of the windows rules watch."""
+    def cell_updates(self, cube: Cube, cells: Columns, writer: int) -> CellColumns | None:
+        """This worker's changed cells of the windows rules watch, as columns."""
         if not len(cells) or not self.windows:
-            return []
+            return None
         idx = np.nonzero(np.isin(cells.window, self.windows))[0]
-        out = []
         by_id = cube.cells_by_id
-        for i in idx.tolist():
-            c = by_id[int(cells.cell[i])]
-            out.append(CellUpdate(str(cells.window[i]), int(cells.start[i]), int(cells.end[i]), c.province, c.city,
-                                  c.district, c.channel, c.business_line, writer, cells.values[i]))  # fmt: skip
-        return out
+        return CellColumns(cells.window[idx], cells.start[idx], [by_id[c] for c in cells.cell[idx].tolist()],
+                           np.full(len(idx), writer, np.int64), cells.values[idx])  # fmt: skip
 
     def apply(
-        self, updates: list[CellUpdate], trigger_arrival_ms: int | None, now: datetime, watermark: datetime | None = None
+        self,
+        updates: CellColumns | list[CellUpdate] | None,
+        trigger_arrival_ms: int | None,
+        now: datetime,
+        watermark: datetime | None = None,
     ) -> AlertOutput:
-        """Judge the rules on the updates; the documents their transitions become."""
+        """Judge the rules on the updates (columns, or a list of cell updates); the documents their transitions become."""
         out = AlertOutput()
-        if not updates:
+        if updates is None or not len(updates if isinstance(updates, list) else updates.start):
             return out
         # No watermark yet (held until every source partition has been read): nothing is complete.
-        transitions = self.engine.apply(updates, 0 if watermark is None else int(watermark.timestamp()))
+        mark = 0 if watermark is None else int(watermark.timestamp())
+        if isinstance(updates, list):
+            transitions = self.engine.apply(updates, mark)
+        else:
+            transitions = self.engine.apply_columns(updates, mark)
         for i, t in enumerate(transitions):
             # 1 ms apart: the order of a batch's changes survives in evaluated_at (the newest status wins)
             doc = self.document(t, now + timedelta(milliseconds=i), trigger_arrival_ms)
