@@ -81,8 +81,9 @@ class TicketStage:
         self.watermark: datetime | None = None  # newest ticket event time seen
 
     # -- loading from ClickHouse -------------------------------------------------------
-    def _load(self, where: str, parameters: dict) -> int:
-        """Load the steps matching ``where`` (over ``ticket_events``) and the follow-ups of their tickets."""
+    def _load(self, where: str, parameters: dict, by_ids: bool = False) -> int:
+        """Load the steps matching ``where`` (over ``ticket_events``) and the follow-ups of their tickets
+        (``by_ids``: ``where`` names the tickets, and selects their follow-ups as it is)."""
         db = self.writer.database
         client = self.writer.client
         steps = client.query(f"SELECT {_STEP_COLUMNS} FROM {db}.ticket_events WHERE {where}", parameters=parameters)
@@ -97,19 +98,20 @@ class TicketStage:
             # (a restart restores a million tickets; ids inline need a query per few thousand).
             followups = client.query(
                 f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
-                f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id != '' AND ticket_id IN "
-                f"(SELECT ticket_id FROM {db}.ticket_events WHERE {where})",
+                f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id != '' AND "
+                + (where if by_ids else f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_events WHERE {where})"),
                 parameters=parameters,
             )
             add_followup = self.store.add_followup
             for row in followups.result_rows:
-                add_followup(*_followup_from_row(row))
+                if row[0] in loaded:  # a follow-up of a ticket with no known step is not history to restore
+                    add_followup(*_followup_from_row(row))
         return len(loaded)
 
     def reload(self, ticket_ids: Iterable[str]) -> int:
         """Bring tickets that are not in memory back from ClickHouse (their full history)."""
         missing = sorted({t for t in ticket_ids if t not in self.store})
-        return sum(self._load("ticket_id IN %(ids)s", {"ids": missing[i : i + _IDS_PER_QUERY]})
+        return sum(self._load("ticket_id IN %(ids)s", {"ids": missing[i : i + _IDS_PER_QUERY]}, by_ids=True)
                    for i in range(0, len(missing), _IDS_PER_QUERY))  # fmt: skip
 
     def open_tickets(self, partitions: Iterable[int]) -> tuple[str, dict]:
