@@ -47,6 +47,8 @@ import pickle
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from ..contract import SatisfactionEvent
 from ..contract.common import Channel, CustomerTier
 from ..state.lifecycle import TicketState
@@ -72,6 +74,8 @@ class FeatureSpec:
     closure_baseline: str | None = "resolved"
     ticket: tuple[str, ...] = TICKET_FACTORS
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _categories: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [f"complaints_{c}" for c in self.categories] + ["complaints_other"]
@@ -84,6 +88,8 @@ class FeatureSpec:
         names += [f"tier_{t}" for t in self.tiers if t != self.tier_baseline]
         names += [f"plan_{p}" for p in self.plans if p != self.plan_baseline]
         object.__setattr__(self, "_names", tuple(sorted(set(names))))
+        object.__setattr__(self, "_index", {name: i for i, name in enumerate(self._names)})
+        object.__setattr__(self, "_categories", frozenset(self.categories))
 
     @classmethod
     def from_settings(cls, factors: FactorSet) -> FeatureSpec:
@@ -104,6 +110,13 @@ class FeatureSpec:
     def names(self) -> tuple[str, ...]:
         """Every feature name, sorted."""
         return self._names
+
+    def index(self) -> dict[str, int]:
+        """Feature name -> its position in :meth:`names`."""
+        return self._index
+
+    def categories_set(self) -> frozenset[str]:
+        return self._categories
 
 
 DEFAULT_SPEC = FeatureSpec()
@@ -235,37 +248,46 @@ def features(
     spec: FeatureSpec = DEFAULT_SPEC,
 ) -> dict[str, float]:
     """The feature vector of ``event`` (every name of ``spec``, sorted); ``horizon`` defaults to the history's."""
-    x = dict.fromkeys(spec.names(), 0.0)
+    row = np.zeros(len(spec.names()))
+    features_into(row, event, history, horizon, spec)
+    return dict(zip(spec.names(), row.tolist(), strict=True))
+
+
+def features_into(
+    row: np.ndarray,
+    event: SatisfactionEvent,
+    history: CustomerHistory,
+    horizon: timedelta | None = None,
+    spec: FeatureSpec = DEFAULT_SPEC,
+) -> None:
+    """:func:`features` written into ``row`` (zeros, in ``spec.names()`` order): no dict per event."""
+    _index = spec.index()
     at = event.event_time
     recent = history.complaints(event.customer_id, at)
     if horizon is not None and horizon != history.horizon:
         lo = (at - horizon).timestamp()
         recent = [c for c in recent if c.created >= lo]
-    known = set(spec.categories)
-    for c in recent:
-        x[f"complaints_{c.category}" if c.category in known else "complaints_other"] += 1.0
-        if c.open and "open_ticket" in x:
-            x["open_ticket"] = 1.0
+    if recent:
+        known, other, open_at = spec.categories_set(), _index["complaints_other"], _index.get("open_ticket")
+        for c in recent:
+            row[_index[f"complaints_{c.category}"] if c.category in known else other] += 1.0
+            if c.open and open_at is not None:
+                row[open_at] = 1.0
     linked = history.ticket(event.customer_id, event.ticket_id) if event.ticket_id else None
     if linked is not None:
-        if "sla_breach" in x:
-            x["sla_breach"] = float(linked.sla_breached)
-        if "reopen" in x:
-            x["reopen"] = float(linked.reopened)
-        if not linked.open and f"closure_{linked.closure_type}" in x:
-            x[f"closure_{linked.closure_type}"] = 1.0
+        if (i := _index.get("sla_breach")) is not None:
+            row[i] = float(linked.sla_breached)
+        if (i := _index.get("reopen")) is not None:
+            row[i] = float(linked.reopened)
+        if not linked.open and (i := _index.get(f"closure_{linked.closure_type}")) is not None:
+            row[i] = 1.0
     handled = (
         linked
         if linked is not None and linked.handling_s is not None
         else next((c for c in reversed(recent) if c.handling_s is not None), None)
     )
-    if handled is not None and handled.handling_s is not None and "last_handling_h" in x:
-        x["last_handling_h"] = handled.handling_s / 3600.0
-    for prefix, level in (
-        ("channel", str(event.channel)),
-        ("tier", None if event.customer_tier is None else str(event.customer_tier)),
-        ("plan", event.plan),
-    ):
-        if level is not None and f"{prefix}_{level}" in x:
-            x[f"{prefix}_{level}"] = 1.0
-    return x
+    if handled is not None and handled.handling_s is not None and (i := _index.get("last_handling_h")) is not None:
+        row[i] = handled.handling_s / 3600.0
+    for prefix, level in (("channel", event.channel), ("tier", event.customer_tier), ("plan", event.plan)):
+        if level is not None and (i := _index.get(f"{prefix}_{level}")) is not None:
+            row[i] = 1.0

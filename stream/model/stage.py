@@ -42,7 +42,7 @@ from ..sink.clickhouse import Writer
 from ..state.lifecycle import TicketState
 from ..topology import ModelSettings
 from .explain import explain
-from .features import Complaint, CustomerHistory, FeatureSpec, features
+from .features import Complaint, CustomerHistory, FeatureSpec, features_into
 from .regression import NETWORK, FactorModel
 
 log = logging.getLogger("cxstream.model")
@@ -111,13 +111,11 @@ class ModelStage:
 
     def _learn_events(self, events: list) -> int:
         names, spec, history = self.names, self.spec, self.history
-        X = np.empty((len(events), len(names)))
-        y = np.empty(len(events))
+        X = np.zeros((len(events), len(names)))
+        y = np.fromiter((e.overall_score for e in events), np.float64, len(events))
         districts: list[str] = []
         for i, e in enumerate(events):
-            x = features(e, history, spec=spec)
-            X[i] = list(x.values())
-            y[i] = e.overall_score
+            features_into(X[i], e, history, spec=spec)
             r = e.region
             districts.append(r.district)
             if r.district not in self.regions:
