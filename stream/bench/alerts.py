@@ -116,14 +116,16 @@ async def _run(settings: Settings, topology: Topology, bootstrap: str, records: 
     writer = await asyncio.to_thread(open_writer, settings, topology)
     agent = IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600)
     batch_latencies: list[float] = []
-    original = agent.process
+    original = agent._complete  # noqa: SLF001 (a batch's storing, publishing and commit)
 
-    async def timed(polled):
-        first = min(msgs[0].timestamp for msgs in polled.values())
-        await original(polled)
-        batch_latencies.append(time.time() - first / 1000)
+    async def timed(work):
+        first = min(msgs[0].timestamp for msgs in work.polled.values())
+        committed = await original(work)
+        if committed:
+            batch_latencies.append(time.time() - first / 1000)
+        return committed
 
-    agent.process = timed
+    agent._complete = timed  # noqa: SLF001
     await agent.start()
     try:
         await asyncio.wait_for(agent.ready.wait(), 60)
