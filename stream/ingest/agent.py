@@ -14,6 +14,10 @@ design. The agent owns an aiokafka consumer in its own group, polls up to
    in headers) and indicator updates and waits for the broker's acks;
 4. commits the batch's offsets.
 
+Steps 3-4 of batch N run while steps 1-2 of batch N+1 do (two batches in
+flight): N+1 is stored and committed only after N is committed, so commits
+stay in order and nothing is committed before it is stored.
+
 Between batches it checks silent open tickets against their SLA deadline.
 Offsets are committed only after steps 2 and 3 succeed, so delivery is
 at-least-once; a redelivered event is recognised (the seen-set is warmed from
