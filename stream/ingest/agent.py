@@ -571,10 +571,8 @@ class IngestAgent(Service):
         """Silent open tickets past their deadline: store their breached state; then evict stale tickets."""
         self._sla_checked_at = time.monotonic()
         clock = self.tickets.sla_clock(caught_up=self._caught_up())
-        states = self.tickets.check_sla(clock)
-        if states or (self.with_model and self.model.due()):  # the model publishes on time when idle too
-            late = self.indicators.apply_states(states, self.tickets.store.partition_of) if self.with_indicators else []
-            self._sla_backlog.append(self._outputs(states, late))
+        # CPU work on the state: in a thread, so the event loop (heartbeats, the web server) stays free
+        states = await asyncio.to_thread(self._derive_sla, clock)
         if states:
             metrics.SLA_OVERDUE.inc(len(states))
             log.info("SLA: %d open tickets went past their deadline", len(states))
@@ -600,9 +598,23 @@ class IngestAgent(Service):
                 log.error("storing %d SLA breaches failed (%s); will retry", len(derived.states), exc)
                 break
             self._sla_backlog.pop(0)
-        self.tickets.evict(clock)
-        self.indicators.forget_tickets(self.tickets.store.records)
+        await asyncio.to_thread(self._evict, clock)
         metrics.STATE_TICKETS.set(len(self.tickets.store))
+
+    def _derive_sla(self, clock: datetime) -> list:
+        """States of tickets that went past their deadline, and their outputs queued for storing."""
+        with self._deriving:
+            states = self.tickets.check_sla(clock)
+            if states or (self.with_model and self.model.due()):  # the model publishes on time when idle too
+                partition_of = self.tickets.store.partition_of
+                late = self.indicators.apply_states(states, partition_of) if self.with_indicators else []
+                self._sla_backlog.append(self._outputs(states, late))
+            return states
+
+    def _evict(self, clock: datetime) -> None:
+        with self._deriving:
+            if self.tickets.evict(clock):
+                self.indicators.forget_tickets(self.tickets.store.records)
 
     async def _publish(self, batches: dict[str, IngestBatch], derived: _Derived) -> None:
         """Dead letters (original bytes, reason in headers) and indicator updates; waits for the acks."""

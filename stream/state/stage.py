@@ -79,6 +79,7 @@ class TicketStage:
         self.writer = writer
         self.store = TicketStore(settings)
         self.watermark: datetime | None = None  # newest ticket event time seen
+        self._evicted_at: datetime | None = None  # the clock at the last eviction scan
 
     # -- loading from ClickHouse -------------------------------------------------------
     def _load(self, where: str, parameters: dict, by_ids: bool = False) -> int:
@@ -203,6 +204,17 @@ class TicketStage:
         return [self.store.records[t].state(t, clock) for t in self.store.overdue(clock)]
 
     def evict(self, clock: datetime) -> int:
+        """Drop tickets past their retention (see :meth:`TicketStore.evict`); 0 if not due.
+
+        A scan of every ticket, so it runs when the clock has moved by 1/72 of the shorter retention (an hour for
+        3 days) since the last one, or when the store is over ``max_tickets``: not at every SLA check.
+        """
+        s = self.settings
+        step = min(s.closed_retention, s.open_max_age) / 72
+        due = self._evicted_at is None or clock - self._evicted_at >= step or len(self.store) > s.max_tickets
+        if not due:
+            return 0
+        self._evicted_at = clock
         return self.store.evict(clock)
 
 
