@@ -69,3 +69,36 @@ def test_a_lost_partition_releases_exactly_its_tickets():
         store.add_step(f"T{i}", step(f"T{i}", "created", T0, sla_deadline=T0 + timedelta(hours=1)), partition=i % 3)
     assert store.drop_partitions([1]) == 4
     assert sorted(store.partition_of.values()) == [0, 0, 0, 0, 2, 2, 2, 2]
+
+
+def test_a_step_without_a_new_deadline_does_not_report_an_overdue_ticket_again():
+    store = TicketStore(settings())
+    deadline = T0 + timedelta(hours=2)
+    store.add_step("T1", step("T1", "created", T0, sla_deadline=deadline))
+    assert store.overdue(deadline) == ["T1"]
+    store.add_step("T1", step("T1", "worked", deadline + timedelta(minutes=1), department="NET_OPS"))
+    assert store.overdue(deadline + timedelta(minutes=2)) == []  # still the same breach: reported once
+    later = deadline + timedelta(hours=3)
+    store.add_step("T1", step("T1", "dispatched", deadline + timedelta(minutes=3), department="FIELD", sla_deadline=later))
+    assert store.overdue(later - timedelta(seconds=1)) == []  # a new deadline arms the check again ...
+    assert store.overdue(later) == ["T1"]  # ... and is judged on its own
+
+
+def test_the_eviction_scan_runs_as_the_clock_moves_not_at_every_sla_check():
+    from types import SimpleNamespace
+
+    from stream.state.stage import TicketStage
+
+    stage = TicketStage(settings(closed_retention="72h", open_max_age="30d"), SimpleNamespace(database="cx"))
+    scans = []
+    evict = stage.store.evict
+    stage.store.evict = lambda clock: scans.append(clock) or evict(clock)
+    for minute in range(0, 181, 5):  # an SLA check every 5 (simulated) minutes for three hours
+        stage.evict(T0 + timedelta(minutes=minute))
+    # the step is 72 h / 72 = 1 h of clock: the first check, then once an hour
+    assert scans == [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=3)]
+    for t in ("T1", "T2"):
+        stage.store.add_step(t, step(t, "created", T0 + timedelta(hours=3), sla_deadline=T0 + timedelta(days=1)))
+    stage.settings = stage.store.settings = settings(closed_retention="72h", open_max_age="30d", max_tickets=1)
+    stage.evict(T0 + timedelta(hours=3, minutes=5))  # over max_tickets: due at once
+    assert len(scans) == 5 and len(stage.store) == 1
