@@ -286,3 +286,18 @@ def test_thin_district_stays_near_zero_and_is_not_significant():
         model.learn("THIN", {"complaints_network": x}, 8.0 - x)
     r = model.report("THIN")
     assert r.n == 3 and abs(r.coefficients["complaints_network"]) < 1.0
+
+
+@pytest.mark.parametrize("block", [100_000, 500])
+def test_alike_events_with_forgetting_never_make_the_precision_singular(block):
+    """Every event alike (factors collinear with the intercept), far more events than the memory, in one block
+    or in many: the forgetting decays the prior in the directions the data do not span; the model keeps a
+    ridge there (found by `cxstream bench state`: a singular matrix failed a batch)."""
+    model = FactorModel(["complaints_network", "open_ticket"], memory=2_000, prior=1.0)
+    X, y = np.ones((100_000, 2)), np.full(100_000, 7.0)
+    for lo in range(0, len(y), block):
+        model.learn_many(["D1"] * len(y[lo : lo + block]), X[lo : lo + block], y[lo : lo + block])
+    for district in ("D1", NETWORK):
+        r = model.report(district)
+        assert r.n == 100_000
+        assert r.intercept + sum(r.coefficients.values()) == pytest.approx(7.0, abs=1e-6)

@@ -118,7 +118,12 @@ class FactorModel:
             t = self._models.get(d)
             if t is None:
                 t = self._models[d] = self._new()
-            self._learn(t, design[ix], y[ix])
+            # With forgetting, a block of k rows decays the prior precision by s**k: a block longer than
+            # the memory would take the invertibility floor below rounding (a singular matrix when factors
+            # are collinear, e.g. every event alike). Blocks of one memory each are exactly the same fit.
+            step = len(ix) if self.smoothing is None else max(1, round(1 / (1 - self.smoothing)))
+            for lo in range(0, len(ix), step):
+                self._learn(t, design[ix[lo : lo + step]], y[ix[lo : lo + step]])
         return [d for d, _ in groups]
 
     def _learn(self, t: _Tracked, design: np.ndarray, y: np.ndarray) -> None:
@@ -132,23 +137,27 @@ class FactorModel:
             err = y - np.asarray(t.model.predict_many(frame), dtype=np.float64)
             t.sse = decay * t.sse + float(weights @ (err * err))
             t.wp = decay * t.wp + float(weights.sum())
-        self._keep_invertible(t.model)
+        self._keep_invertible(t.model, k)
         t.model.learn_many(frame, pd.Series(y, copy=False))
         t.n += k
         t.w = decay * t.w + float(weights.sum())
         t.w2 = decay * decay * t.w2 + float(weights @ weights)
 
-    def _keep_invertible(self, model: linear_model.BayesianLinearRegression) -> None:
-        # With forgetting, the precision of a factor that stopped occurring decays geometrically
-        # and would underflow (a singular matrix) after ~700 memories; keep a tiny floor.
+    def _keep_invertible(self, model: linear_model.BayesianLinearRegression, rows: int) -> None:
+        # With forgetting, the prior's precision decays geometrically in every direction the data do
+        # not span (a factor that stopped occurring, or factors that always move together, e.g. every
+        # event alike) and the matrix would become singular. Keep a tiny ridge in every direction: top
+        # it up by what the next `rows` rows will decay, and floor the diagonal.
         ss = model._ss_arr  # noqa: SLF001 (river keeps the posterior precision here)
         n = len(model._idx)  # noqa: SLF001
         if n:
-            diag = ss[np.arange(n), np.arange(n)]
-            floor = 1e-12 / self.alpha
-            low = diag < floor
+            diag = np.arange(n)
+            floor = 1e-9  # data precision is O(1) (forgetting weights sum to ~1): far above rounding, no bias to speak of
+            if self.smoothing is not None:
+                ss[diag, diag] += floor * (1 - self.smoothing**rows)
+            low = ss[diag, diag] < floor
             if low.any():
-                ss[np.arange(n)[low], np.arange(n)[low]] = floor
+                ss[diag[low], diag[low]] = floor
 
     def report(self, district: str) -> FactorReport:
         t = self._models.get(district)
