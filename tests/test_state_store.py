@@ -97,6 +97,11 @@ def test_the_eviction_scan_runs_as_the_clock_moves_not_at_every_sla_check():
         stage.evict(T0 + timedelta(minutes=minute))
     # the step is 72 h / 72 = 1 h of clock: the first check, then once an hour
     assert scans == [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=3)]
+    stage.evict(T0 - timedelta(days=5))  # the clock went back (a backfill after a wall-clock check): due again
+    assert scans[-1] == T0 - timedelta(days=5)
+    scans.pop()
+    stage.evict(T0 + timedelta(hours=3))
+    scans.pop()
     for t in ("T1", "T2"):
         stage.store.add_step(t, step(t, "created", T0 + timedelta(hours=3), sla_deadline=T0 + timedelta(days=1)))
     stage.settings = stage.store.settings = settings(closed_retention="72h", open_max_age="30d", max_tickets=1)

@@ -181,6 +181,9 @@ class AlertEngine:
         it a window counts as complete once a later window has data.
         """
         updates = list(updates)
+        keys = {(u.window, u.start, u.province, u.city, u.district, u.channel, u.business_line, u.writer) for u in updates}
+        if len(keys) < len(updates):  # a cell's partial repeats: each version is a delta on the one before, in order
+            return [t for u in updates for t in self.apply([u], watermark)]
         return self.apply_columns(
             CellColumns(
                 np.array([u.window for u in updates], dtype=object),
@@ -193,7 +196,10 @@ class AlertEngine:
         )
 
     def apply_columns(self, cells: CellColumns, watermark: int | None = None) -> list[Transition]:
-        """:meth:`apply` for many cell updates given as columns (a batch's changed cells; no object per cell)."""
+        """:meth:`apply` for many cell updates given as columns (a batch's changed cells; no object per cell).
+
+        Each ``(window, start, cell, writer)`` at most once per call (a flush's cells are unique).
+        """
         if watermark is not None:
             self.watermark = max(self.watermark or watermark, watermark)
         touched: dict[tuple[str, tuple], set[int]] = {}

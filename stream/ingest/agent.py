@@ -107,6 +107,7 @@ class _Derived:
     messages: list[tuple[bytes, bytes]]
     model: ModelOutput | None = None  # a factor-model publication, when one was due
     alerts: AlertOutput | None = None  # alert transitions and the supervision tickets they open
+    watermark: datetime | None = None  # the indicator watermark after this derivation (too-late rows)
 
 
 @dataclass
@@ -324,7 +325,7 @@ class IngestAgent(Service):
         # and ClickHouse's insert deduplication drops it.
         now = utcnow()
         clock = self.tickets.sla_clock(caught_up=self._caught_up(), now=now)
-        self._note_sources(polled)
+        sources = self._sources(polled)
         # Validation is CPU work and storage is blocking I/O: both run in a
         # thread so heartbeats and the web server stay responsive.
         batches = await asyncio.to_thread(self.splitter.split, records)
@@ -341,7 +342,7 @@ class IngestAgent(Service):
                 if not raw_stored:
                     jobs.append(asyncio.to_thread(self._store_raw, batches, now))
                 if derived is None:  # derived once: a retry stores the same rows again
-                    jobs.append(asyncio.to_thread(self._derive, batches, clock, positions, arrival_ms))
+                    jobs.append(asyncio.to_thread(self._derive, batches, clock, positions, arrival_ms, sources))
                 results = list(await asyncio.gather(*jobs, return_exceptions=True))
                 failed = [r for r in results if isinstance(r, BaseException)]
                 if not raw_stored and not isinstance(results[0], BaseException):
@@ -416,7 +417,11 @@ class IngestAgent(Service):
 
     async def _final_publication(self) -> None:
         """What the models learned since their last publication, and a snapshot, so a restart resumes here."""
-        out = self.model.publish(utcnow())
+        def publish() -> ModelOutput:
+            with self._deriving:  # never while a batch or an SLA check changes the models
+                return self.model.publish(utcnow())
+
+        out = await asyncio.to_thread(publish)
         try:
             await asyncio.to_thread(self._store_model, out)
             if self.producer is not None:
@@ -486,12 +491,19 @@ class IngestAgent(Service):
             pass
 
     def _derive(
-        self, batches: dict[str, IngestBatch], clock: datetime, positions: dict[int, int], arrival_ms: int | None = None
+        self,
+        batches: dict[str, IngestBatch],
+        clock: datetime,
+        positions: dict[int, int],
+        arrival_ms: int | None = None,
+        sources: tuple[list, list] | None = None,
     ) -> _Derived:
         """Lifecycle state, indicator cells and factor-model learning for a batch (reads ClickHouse first)."""
         with self._deriving:
             if self._stopping:
                 raise _Stopping("ingest agent stopping")
+            if sources is not None:  # under the lock: a rebalance changes the cube's partitions in a thread too
+                self.indicators.cube.sources(*sources)
             partition_of = self.tickets.store.partition_of
             needing = self.tickets.needing_history(batches)
             if needing:
@@ -518,7 +530,7 @@ class IngestAgent(Service):
             updates = self.alerts.cell_updates(ind.cube, cells, ind.writer_id)
             alerts = self.alerts.apply(updates, arrival_ms, utcnow(), ind.cube.watermark)
             metrics.count_alerts(alerts.alerts, len(self.alerts.engine), self.alerts.engine.counts())
-        return _Derived(states, cells, late, version, messages, model, alerts)
+        return _Derived(states, cells, late, version, messages, model, alerts, ind.cube.watermark)
 
     def _store_raw(self, batches: dict[str, IngestBatch], now: datetime) -> None:
         """Accepted events, dead letters and resends (through the second connection)."""
@@ -549,7 +561,7 @@ class IngestAgent(Service):
             ind = self.indicators
             self._insert("indicator_cells", cells_table(ind.cube, d.cells, ind.writer_id, d.version, d.version))
         if d.late:
-            self._insert("indicator_too_late", too_late_table(d.late, self.indicators.cube.watermark, d.version))
+            self._insert("indicator_too_late", too_late_table(d.late, d.watermark, d.version))
             metrics.INDICATOR_TOO_LATE.inc(len(d.late))
         if d.model is not None:
             self._store_model(d.model)
@@ -604,6 +616,8 @@ class IngestAgent(Service):
     def _derive_sla(self, clock: datetime) -> list:
         """States of tickets that went past their deadline, and their outputs queued for storing."""
         with self._deriving:
+            if self._stopping:
+                return []  # not derived: the next owner finds these breaches again
             states = self.tickets.check_sla(clock)
             if states or (self.with_model and self.model.due()):  # the model publishes on time when idle too
                 partition_of = self.tickets.store.partition_of
@@ -613,7 +627,7 @@ class IngestAgent(Service):
 
     def _evict(self, clock: datetime) -> None:
         with self._deriving:
-            if self.tickets.evict(clock):
+            if not self._stopping and self.tickets.evict(clock):
                 self.indicators.forget_tickets(self.tickets.store.records)
 
     async def _publish(self, batches: dict[str, IngestBatch], derived: _Derived) -> None:
@@ -694,8 +708,8 @@ class IngestAgent(Service):
             out[tp] = (state.position if state.has_valid_position else None, state.highwater)
         return out
 
-    def _note_sources(self, polled: dict[TopicPartition, list]) -> None:
-        """Tell the indicator cube which source partitions are assigned and which have nothing to read."""
+    def _sources(self, polled: dict[TopicPartition, list]) -> tuple[list, list]:
+        """The source partitions assigned, and those with nothing to read (for the indicator cube)."""
         positions = self._positions()
         assigned = [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
         idle = [
@@ -703,7 +717,7 @@ class IngestAgent(Service):
             for tp, (position, high) in positions.items()
             if tp not in polled and position is not None and high is not None and position >= high
         ]
-        self.indicators.cube.sources(assigned, idle)
+        return assigned, idle
 
     def _caught_up(self) -> bool:
         # The last poll came back empty, or the broker says nothing is left.

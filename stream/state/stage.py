@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from ..contract import SatisfactionEvent, TicketEvent
 from ..ingest.records import IngestBatch
@@ -211,7 +211,11 @@ class TicketStage:
         """
         s = self.settings
         step = min(s.closed_retention, s.open_max_age) / 72
-        due = self._evicted_at is None or clock - self._evicted_at >= step or len(self.store) > s.max_tickets
+        due = (
+            self._evicted_at is None
+            or not timedelta(0) <= clock - self._evicted_at < step  # moved on by a step, or went back (a backfill)
+            or len(self.store) > s.max_tickets
+        )
         if not due:
             return 0
         self._evicted_at = clock
