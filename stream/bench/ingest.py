@@ -91,6 +91,20 @@ async def pipeline_consume(
         writer.client.close()
 
 
+async def start_to_ready(bootstrap: str, topology: Topology, settings: Settings, timeout: float) -> tuple[float, int, int]:
+    """Start the pipeline on stored state: (seconds until ready, tickets and customer histories restored)."""
+    started = time.perf_counter()
+    writer = await asyncio.to_thread(open_writer, settings, topology)
+    agent = IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600)
+    await agent.start()
+    try:
+        await asyncio.wait_for(agent.ready.wait(), timeout)
+        return time.perf_counter() - started, len(agent.tickets.store), len(agent.model.history)
+    finally:
+        await agent.stop()
+        writer.client.close()
+
+
 def _runs(rates: list[float]) -> str:
     return ", ".join(f"{r:,.0f}" for r in rates)
 

@@ -29,14 +29,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..runtime.app import open_writer
 from ..runtime.broker import EmbeddedBroker, ensure_topics
 from ..runtime.worker import tune_gc
 from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import publish
 from ..topology import load_topology
-from .ingest import _fresh, _group, bare_consume, pipeline_consume
+from .ingest import _fresh, _group, bare_consume, pipeline_consume, start_to_ready
 
 
 def _say(msg: str) -> None:
@@ -62,22 +61,6 @@ def _faust(mode: str, bootstrap: str, topics: list[str], expected: int, tmp: str
     finally:
         proc.kill()
         proc.wait()
-
-
-async def _recovery(bootstrap: str, topology, settings: Settings) -> float:
-    """Start the pipeline on stored state (its offsets committed): seconds until it is ready."""
-    from ..ingest.agent import IngestAgent
-
-    started = time.perf_counter()
-    writer = await asyncio.to_thread(open_writer, settings, topology)
-    agent = IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600)
-    await agent.start()
-    try:
-        await asyncio.wait_for(agent.ready.wait(), 120)
-        return time.perf_counter() - started
-    finally:
-        await agent.stop()
-        writer.client.close()
 
 
 def run_pipeline_bench(
@@ -108,8 +91,8 @@ def run_pipeline_bench(
                                                         _fresh(base, tmp, f"full{i}"), events))  # fmt: skip
             runs.append(rate)
         _say("bench: restart on the stored state (recovery)")
-        recovery = asyncio.run(_recovery(broker.bootstrap, _group(topology, f"full{repeat - 1}"),
-                                         _fresh(base, tmp, f"full{repeat - 1}")))  # fmt: skip
+        recovery, _, _ = asyncio.run(start_to_ready(broker.bootstrap, _group(topology, f"full{repeat - 1}"),
+                                                    _fresh(base, tmp, f"full{repeat - 1}"), 120))  # fmt: skip
     full = max(runs)
     latency = None
     if latency_seconds > 0:

@@ -16,7 +16,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -89,28 +88,14 @@ async def _ingest(settings: Settings, topology, bootstrap: str, expected: int) -
 
 def restart(data_dir: str, bootstrap: str) -> None:
     """In a fresh process: start the agent on the stored state; print seconds to ready, tickets, peak RSS."""
-    from ..ingest.agent import IngestAgent
-    from ..runtime.app import open_writer
     from ..runtime.worker import tune_gc
+    from .ingest import start_to_ready
 
     tune_gc()
     topology = load_topology(os.environ.get("CXSTREAM_TOPOLOGY"))
     settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap, clickhouse_url=None)
 
-    async def main():
-        started = time.perf_counter()
-        writer = await asyncio.to_thread(open_writer, settings, topology)
-        agent = IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600)
-        await agent.start()
-        try:
-            await asyncio.wait_for(agent.ready.wait(), 600)
-            ready = time.perf_counter() - started
-            return ready, len(agent.tickets.store), len(agent.model.history)
-        finally:
-            await agent.stop()
-            writer.client.close()
-
-    ready, tickets, customers = asyncio.run(main())
+    ready, tickets, customers = asyncio.run(start_to_ready(bootstrap, topology, settings, 600))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"ready_s": ready, "tickets": tickets, "customers": customers, "peak_rss_mb": rss}))
 

@@ -120,7 +120,9 @@ class IndicatorStage:
         ids = sorted(set(ticket_ids) - set(self.contrib))
         if not ids:
             return 0
-        return sum(self._remember(ids[i : i + 5_000], None, partition_of) for i in range(0, len(ids), 5_000))
+        # at most 5k ids per query: ClickHouse bounds a query's size
+        return sum(self._remember("ticket_id IN %(ids)s", {"ids": ids[i : i + 5_000]}, partition_of)
+                   for i in range(0, len(ids), 5_000))  # fmt: skip
 
     def remember_where(self, where: str, parameters: dict, partition_of: dict[str, int]) -> int:
         """:meth:`remember_stored` for the tickets ``where`` selects over ``ticket_events`` (one query; a
@@ -128,12 +130,8 @@ class IndicatorStage:
         return self._remember(f"ticket_id IN (SELECT ticket_id FROM {self.writer.database}.ticket_events WHERE {where})",
                               parameters, partition_of, skip=set(self.contrib))  # fmt: skip
 
-    def _remember(
-        self, condition: str | list[str], parameters: dict | None, partition_of: dict[str, int], skip: set = frozenset()
-    ) -> int:
-        if isinstance(condition, list):
-            # at most 5k ids per query: ClickHouse bounds a query's size
-            condition, parameters = "ticket_id IN %(ids)s", {"ids": condition}
+    def _remember(self, condition: str, parameters: dict, partition_of: dict[str, int], skip: set = frozenset()) -> int:
+        """Contributions of the tickets ``condition`` selects over ``ticket_state`` (but those in ``skip``)."""
         db = self.writer.database
         result = self.writer.client.query(
             f"SELECT ticket_id, province, city, district, channel, business_line, status, created_at, closed_at, "

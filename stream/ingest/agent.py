@@ -273,44 +273,38 @@ class IngestAgent(Service):
         # committed, batch N+1 is validated and derived. Commits stay in order (N+1 is
         # stored only after N is committed), and nothing is committed before it is stored.
         finishing: asyncio.Task | None = None
+
+        async def settled() -> bool:
+            """Wait for the batch in flight to be committed; False if it was not (the agent is stopping)."""
+            nonlocal finishing
+            if finishing is None:
+                return True
+            committed, finishing = await finishing, None
+            return committed
+
         try:
             while not self.should_stop:
                 polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=c.batch_max_events)
                 self._idle = not polled  # an empty poll: nothing is pending on our partitions
+                work = None
                 if polled:
                     if self.first_polled_at is None:
                         self.first_polled_at = time.perf_counter()
                     work = await self._prepare(polled)
-                    if finishing is not None:
-                        committed, finishing = await finishing, None
-                        if not committed:
-                            return  # stopping: neither batch is committed; the next owner redelivers both
-                    if work is None:
-                        return
+                if not await settled() or (polled and work is None):
+                    return  # stopping: what is not committed is redelivered to the next owner
+                if work is not None:
                     finishing = asyncio.ensure_future(self._complete(work))
-                else:
-                    if finishing is not None:
-                        committed, finishing = await finishing, None
-                        if not committed:
-                            return
                 self._update_lag()
                 if time.monotonic() - self._sla_checked_at >= sla_every:
-                    if finishing is not None:  # SLA breaches are stored after the batches derived before them
-                        committed, finishing = await finishing, None
-                        if not committed:
-                            return
+                    # SLA breaches are stored after the batches derived before them
+                    if not await settled():
+                        return
                     await self.check_sla()
-            if finishing is not None:
-                await finishing
+            await settled()
         finally:
             if finishing is not None and not finishing.done():
                 finishing.cancel()
-
-    async def process(self, polled: dict[TopicPartition, list]) -> None:
-        """Store one polled batch and commit it (one batch at a time); retries storage until it succeeds."""
-        work = await self._prepare(polled)
-        if work is not None:
-            await self._complete(work)
 
     async def _prepare(self, polled: dict[TopicPartition, list]) -> "_Batch | None":
         """Validate a polled batch, store its raw events and derive its state; None if stopping."""

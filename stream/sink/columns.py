@@ -24,15 +24,15 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _inbox(batch: Sequence[Accepted], ingested_at: datetime, ids: dict[str, str], columns: dict) -> pa.Table:
+def _inbox(batch: Sequence[Accepted], ingested_at: datetime, ids: tuple[str, ...], columns: dict) -> pa.Table:
     """The inbox rows of accepted events: what Python already holds; ClickHouse parses the rest (DDL 0009).
 
-    ``ids``: column -> event attribute. Times go to Arrow as datetimes (converted to UTC
+    ``ids``: the columns taken from the event attributes of the same name. Times go to Arrow as datetimes (converted to UTC
     milliseconds in C++, twice as fast as ``timestamp()`` per event).
     """
     events = [a.event for a in batch]
     records = [a.record for a in batch]
-    data = {name: pa.array([getattr(e, attr) for e in events], columns[name]) for name, attr in ids.items()}
+    data = {name: pa.array([getattr(e, name) for e in events], columns[name]) for name in ids}
     for name in ids:
         if columns[name] == pa.string():
             data[name] = pc.fill_null(data[name], "")  # an optional id (a contact without a ticket) is stored as ''
@@ -44,8 +44,8 @@ def _inbox(batch: Sequence[Accepted], ingested_at: datetime, ids: dict[str, str]
     return pa.table({name: data[name] for name in columns})
 
 
-_TICKET_IDS = {name: name for name in ("event_id", "event_time", "customer_id", "ticket_id", "sla_deadline")}
-_SATISFACTION_IDS = {name: name for name in ("event_id", "event_time", "customer_id", "contact_id", "ticket_id")}
+_TICKET_IDS = ("event_id", "event_time", "customer_id", "ticket_id", "sla_deadline")
+_SATISFACTION_IDS = ("event_id", "event_time", "customer_id", "contact_id", "ticket_id")
 
 
 def ticket_table(batch: Sequence[Accepted], ingested_at: datetime) -> pa.Table:
