@@ -487,30 +487,77 @@ async def _handled(agent, n: int, timeout_s: float = 60) -> None:
     await asyncio.sleep(2.0)  # idle: at least one SLA check (every 0.5 s) ran after the last batch
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("midway", ["one_go", "evicted_midway"])
-async def test_stored_indicators_equal_the_oracle_over_a_simulated_day(broker, topology, topics, tmp_path, midway):
-    """``evicted_midway``: the day arrives in two halves; in between the agent goes idle, and its SLA check (at
-    the wall clock, days after the simulated day) evicts the closed tickets, so the second half's reopens,
-    late steps and follow-ups find their tickets only in ClickHouse: reload, retract, re-derive."""
+async def _all_handled(agents, n: int, timeout_s: float = 90) -> None:
+    """Wait until the agents together handled ``n`` records (or more: redeliveries) and each is idle."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        handled = sum(sum(a.progress.totals.values()) for a in agents)
+        if handled >= n and all(a._idle and a._taking.is_set() for a in agents):  # noqa: SLF001
+            break
+        assert time.monotonic() < deadline, f"agents handled {handled} of {n}"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2.0)  # idle: at least one SLA check (every 0.5 s) ran after the last batch
+
+
+async def _run_in_halves(broker, topo, topics, tmp_path, records, halves: bool) -> None:
     from stream.simulate.publish import publish
 
-    topo = _topology(topology)
-    sim = generate(E2E_EVENTS, seed=31, start=SIM_START)
-    cut = len(sim.records) // 2 if midway == "evicted_midway" else len(sim.records)
-    await publish(sim.records[:cut], bootstrap_servers=broker.bootstrap, topic_names=topics)
+    cut = len(records) // 2 if halves else len(records)
+    await publish(records[:cut], bootstrap_servers=broker.bootstrap, topic_names=topics)
     agent, writer = await start_agent(broker, topo, tmp_path)
     try:
         await _handled(agent, cut)
-        if cut < len(sim.records):
-            first = {json.loads(r.value)["ticket_id"] for r in sim.records[:cut] if r.stream == "ticket_events" and r.kind == "valid"}
-            later = {json.loads(r.value).get("ticket_id") for r in sim.records[cut:] if r.kind == "valid"}
+        if cut < len(records):
+            first = {json.loads(r.value)["ticket_id"] for r in records[:cut] if r.stream == "ticket_events" and r.kind == "valid"}
+            later = {json.loads(r.value).get("ticket_id") for r in records[cut:] if r.kind == "valid"}
             evicted = first - set(agent.tickets.store.records)
             assert len(evicted & later) > 20, "no evicted ticket is touched again"  # the second half reloads them
-            await publish(sim.records[cut:], bootstrap_servers=broker.bootstrap, topic_names=topics)
-            await _handled(agent, len(sim.records))
+            await publish(records[cut:], bootstrap_servers=broker.bootstrap, topic_names=topics)
+            await _handled(agent, len(records))
     finally:
         await stop_agent(agent, writer)
+
+
+async def _run_with_a_second_worker_joining(broker, topo, topics, tmp_path, records) -> None:
+    from stream.ingest.agent import IngestAgent
+    from stream.simulate.publish import publish
+
+    # small batches, so the first worker has batches in flight when the second joins
+    topo = topo.model_copy(update={"consumer": topo.consumer.model_copy(update={"batch_max_events": 300})})
+    await publish(records, bootstrap_servers=broker.bootstrap, topic_names=topics)
+    agent, writer = await start_agent(broker, topo, tmp_path)
+    second = None
+    try:
+        while sum(agent.progress.totals.values()) < len(records) // 5:
+            await asyncio.sleep(0.01)
+        second = IngestAgent(bootstrap=broker.bootstrap, topology=topo, writer=(second_writer := writer.sibling()))
+        await second.start()
+        await _all_handled([agent, second], len(records))
+        assert second.batches_done > 0, "the second worker took no partition"
+        assert sum(agent.progress.totals.values()) < len(records), "the first worker handled everything"
+    finally:
+        if second is not None:
+            await second.stop()
+            second_writer.client.close()
+        await stop_agent(agent, writer)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("midway", ["one_go", "evicted_midway", "rebalanced_midway"])
+async def test_stored_indicators_equal_the_oracle_over_a_simulated_day(broker, topology, topics, tmp_path, midway):
+    """``evicted_midway``: the day arrives in two halves; in between the agent goes idle, and its SLA check (at
+    the wall clock, days after the simulated day) evicts the closed tickets, so the second half's reopens,
+    late steps and follow-ups find their tickets only in ClickHouse: reload, retract, re-derive.
+
+    ``rebalanced_midway``: a second worker joins the group while the first is mid-stream, with batches in
+    flight; the first hands over half the partitions (committing what it derived before releasing them), the
+    second restores their state and cells from ClickHouse. Nothing may be counted twice or lost."""
+    topo = _topology(topology)
+    sim = generate(E2E_EVENTS, seed=31, start=SIM_START)
+    if midway == "rebalanced_midway":
+        await _run_with_a_second_worker_joining(broker, topo, topics, tmp_path, sim.records)
+    else:
+        await _run_in_halves(broker, topo, topics, tmp_path, sim.records, halves=midway == "evicted_midway")
     now = datetime.now(timezone.utc)
 
     client = connect(f"chdb:///{tmp_path}/clickhouse")

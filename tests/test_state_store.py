@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from stream.state.lifecycle import Step
+from stream.state.lifecycle import FollowUp, Step
 from stream.state.store import TicketStore
 from stream.topology import TicketStateSettings
 
@@ -69,6 +69,20 @@ def test_a_lost_partition_releases_exactly_its_tickets():
         store.add_step(f"T{i}", step(f"T{i}", "created", T0, sla_deadline=T0 + timedelta(hours=1)), partition=i % 3)
     assert store.drop_partitions([1]) == 4
     assert sorted(store.partition_of.values()) == [0, 0, 0, 0, 2, 2, 2, 2]
+
+
+def test_a_follow_up_before_its_ticket_is_handed_over_with_its_partition():
+    """A follow-up read before any step of its ticket (its topic ran ahead) belongs to the partition its
+    satisfaction event came from (co-partitioned): a rebalance releases it with that partition's tickets."""
+    store = TicketStore(settings())
+    fup = FollowUp(event_id="S1", event_time=T0, overall_score=3, problem_solved=False, nps=None, channel="hotline",
+                   source_system="SURVEY", customer_id="c", reach_speed=None)  # fmt: skip
+    store.add_followup("T1", fup, partition=2)
+    store.add_step("T2", step("T2", "created", T0), partition=1)
+    store.add_followup("T2", fup, partition=4)  # the ticket's steps place it, not the follow-up
+    assert store.partition_of == {"T1": 2, "T2": 1}
+    assert store.drop_partitions([2]) == 1
+    assert "T1" not in store and "T2" in store
 
 
 def test_a_step_without_a_new_deadline_does_not_report_an_overdue_ticket_again():

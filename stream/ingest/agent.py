@@ -216,6 +216,10 @@ class IngestAgent(Service):
         self.raw_writer = writer.sibling()
         self._stopping = False
         self._version_ms = 0
+        # Set while the consume loop may take batches: from an assignment's restore to the next
+        # revocation. Otherwise the loop commits its batches in flight and parks (sets _parked).
+        self._taking = asyncio.Event()
+        self._parked = asyncio.Event()
 
     async def on_start(self) -> None:
         await asyncio.to_thread(self._warm_seen_ids)
@@ -252,6 +256,7 @@ class IngestAgent(Service):
 
     async def on_stop(self) -> None:
         self._stopping = True
+        self._taking.set()  # a parked consume loop wakes up, and ends
         await asyncio.to_thread(self._wait_for_storage)
         if self.with_model and self.model.pending():
             await self._final_publication()
@@ -284,7 +289,22 @@ class IngestAgent(Service):
 
         try:
             while not self.should_stop:
+                if not self._taking.is_set():
+                    # Not assigned yet, or a rebalance is revoking our partitions: commit what is in
+                    # flight, then hold still until an assignment's state is restored (_TicketPartitions).
+                    if not await settled():
+                        return
+                    self._parked.set()
+                    await self._taking.wait()
+                    self._parked.clear()
+                    continue
                 polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=c.batch_max_events)
+                if not self._taking.is_set() and polled:
+                    # Fetched as a revocation began, not derived: put back, read again by whoever owns
+                    # the partition next (a partition this worker keeps goes on from its position).
+                    for tp, msgs in polled.items():
+                        self.consumer.seek(tp, msgs[0].offset)
+                    continue
                 self._idle = not polled  # an empty poll: nothing is pending on our partitions
                 work = None
                 if polled:
@@ -714,8 +734,14 @@ class IngestAgent(Service):
         return assigned, idle
 
     def _caught_up(self) -> bool:
-        # The last poll came back empty, or the broker says nothing is left.
-        return self._idle or self.progress.lag == 0
+        """Nothing left to read: every assigned partition's position is known and at its high watermark.
+
+        Not before the positions are known: right after an assignment a poll comes back empty while the
+        fetcher looks up committed offsets, and judging then at the wall clock would evict and breach
+        tickets a backlog is about to touch.
+        """
+        positions = self._positions()
+        return bool(positions) and all(p is not None and h is not None and p >= h for p, h in positions.values())
 
     def _update_lag(self) -> None:
         total = 0
@@ -726,6 +752,32 @@ class IngestAgent(Service):
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
             total += lag
         self.progress.lag = total
+
+    async def drain(self) -> None:
+        """Before partitions are revoked: have every polled batch committed (or given up), and no new one taken.
+
+        Without this a batch derived into this worker's indicator cells, but committed only after the
+        revocation, would be counted again by the partition's new owner (its commit fails, so it is
+        redelivered, while its cells are already stored). Waits at most the rebalance timeout, the time
+        Kafka gives a member to rejoin: past it the gap remains, and a warning says so (a rebalance
+        timeout shorter than a batch's derivation and storage is too short).
+        """
+        if self.should_stop:
+            return  # stopping: what is not committed is redelivered anyway
+        self._taking.clear()
+        limit = self.topology.consumer.rebalance_timeout.total_seconds()
+        parked = asyncio.ensure_future(self._parked.wait())
+        try:
+            done, _ = await asyncio.wait({parked}, timeout=limit)
+        finally:
+            parked.cancel()
+        if not done and not self.should_stop:
+            log.warning("rebalance: batches in flight not committed within %.0fs; the new owner may count them twice", limit)
+
+    def resume(self) -> None:
+        """After an assignment's state is restored: take batches. Not before: a batch's raw events, stored
+        while the restore reads ClickHouse, would hide the follow-ups waiting for their ticket."""
+        self._taking.set()
 
     @Service.task
     async def _report_progress(self) -> None:
@@ -742,6 +794,8 @@ class _TicketPartitions(ConsumerRebalanceListener):
         self.agent = agent
 
     async def on_partitions_revoked(self, revoked) -> None:
+        if revoked:
+            await self.agent.drain()
         await asyncio.to_thread(self._release, revoked)
 
     def _release(self, revoked) -> None:
@@ -755,6 +809,17 @@ class _TicketPartitions(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         parts = [tp.partition for tp in assigned if tp.topic == self.agent.ticket_topic]
         sat_parts = [tp.partition for tp in assigned if tp.topic != self.agent.ticket_topic]
-        if parts or sat_parts:
-            await asyncio.to_thread(self.agent.restore, parts, sorted(set(parts) | set(sat_parts)), sorted(sat_parts))
+        attempt = 0
+        while parts or sat_parts:
+            try:
+                await asyncio.to_thread(self.agent.restore, parts, sorted(set(parts) | set(sat_parts)), sorted(sat_parts))
+                break
+            except Exception as exc:  # ClickHouse away: no batch is taken before the state is back
+                attempt += 1
+                delay = min(30.0, 0.5 * 2**attempt)
+                log.error("restoring the state of partitions %s failed (%s); retrying in %.1fs", parts, exc, delay)
+                if self.agent.should_stop:
+                    return
+                await asyncio.sleep(delay)
+        self.agent.resume()
         self.agent.ready.set()  # ready = partitions assigned and their open tickets restored

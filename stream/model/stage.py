@@ -328,8 +328,9 @@ class ModelStage:
         if parts == self.partitions:
             return  # same partitions as before: the models in memory are current
         self.reset()
-        self.partitions = parts
+        self.partitions = None  # set once restored: a restore that fails half-way is redone whole
         if not parts:
+            self.partitions = parts
             return
         found = client.query(
             f"SELECT offsets, blob FROM {db}.factor_model_snapshots FINAL "
@@ -351,6 +352,7 @@ class ModelStage:
         ).result_rows
         replayed = self.learn_stored(rows)
         self.flush()
+        self.partitions = parts
         log.info("model: %s for partitions %s, %d stored events learned since",
                  "snapshot restored" if found else "no snapshot, fresh models", list(parts), replayed)  # fmt: skip
 

@@ -132,10 +132,32 @@ class TicketStage:
         if not parts:
             return 0
         n = self._load(*(where or self.open_tickets(parts)))
+        waiting = self._restore_waiting_followups(parts)
         for rec in self.store.records.values():
             self._advance(rec.last_event_time())
-        log.info("restored %d open tickets of partitions %s from ClickHouse", n, parts)
+        log.info("restored %d open tickets and %d follow-ups waiting for their ticket, of partitions %s, from ClickHouse",
+                 n, waiting, parts)  # fmt: skip
         return n
+
+    def _restore_waiting_followups(self, parts: list[int]) -> int:
+        """Follow-ups that came before any step of their ticket (their topic read ahead of the ticket topic).
+
+        The ticket's ``created`` step, when it comes, is not looked up in ClickHouse (most tickets are new):
+        without these, a follow-up the previous owner (or run) held would never reach its ticket.
+        """
+        db = self.writer.database
+        since = datetime.now(timezone.utc) - self.settings.open_max_age  # how long the store keeps them too
+        rows = self.writer.client.query(
+            f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
+            f"customer_id, dim_reach_speed, kafka_partition FROM {db}.satisfaction_events "
+            f"WHERE ticket_id != '' AND kafka_partition IN %(parts)s AND event_time >= %(since)s "
+            f"AND ticket_id NOT IN (SELECT ticket_id FROM {db}.ticket_events WHERE kafka_partition IN %(parts)s)",
+            parameters={"parts": parts, "since": since},
+        ).result_rows
+        for row in rows:
+            ticket_id, followup = _followup_from_row(row[:-1])
+            self.store.add_followup(ticket_id, followup, row[-1])
+        return len(rows)
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         return self.store.drop_partitions(partitions)
@@ -181,7 +203,7 @@ class TicketStage:
             for a in sats.accepted:
                 s: SatisfactionEvent = a.event
                 if s.ticket_id:
-                    self.store.add_followup(s.ticket_id, FollowUp.from_event(s))
+                    self.store.add_followup(s.ticket_id, FollowUp.from_event(s), a.record.partition)
                     touched.add(s.ticket_id)
         return [self.store.records[t].state(t, clock) for t in sorted(touched) if t in self.store]
 

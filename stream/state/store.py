@@ -58,8 +58,12 @@ class TicketStore:
             self._watch(ticket_id, rec)
         return True
 
-    def add_followup(self, ticket_id: str, followup: FollowUp) -> bool:
-        return self.record(ticket_id).add_followup(followup)
+    def add_followup(self, ticket_id: str, followup: FollowUp, partition: int | None = None) -> bool:
+        """Add a follow-up; ``partition`` (its satisfaction event's, the same number as the ticket's events:
+        co-partitioned) places a ticket known only by its follow-ups, so a rebalance hands it over too."""
+        if partition is not None and ticket_id in self.partition_of:
+            partition = None  # the ticket's steps place it
+        return self.record(ticket_id, partition).add_followup(followup)
 
     def _watch(self, ticket_id: str, rec: TicketRecord) -> None:
         deadline = rec.sla_deadline()
