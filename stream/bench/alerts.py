@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import make_producer
 from ..topology import AlertRule, Topology, load_topology
+from . import peak_rss_mb
 
 BENCH_RULE = {
     "name": "bench_first_complaint", "indicator": "complaints", "scope": "district", "by": ["channel", "business_line"],
@@ -154,7 +154,7 @@ def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings)
                                   topology=settings.topology)  # fmt: skip
         sent, handled, batches = asyncio.run(_run(bench_settings, topology, broker.bootstrap, sim.records, rate, duration))
         alerts = asyncio.run(_alert_latencies(broker.bootstrap, topology.topics["alerts"].name))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     steady = batches[2:] or batches  # the first batches carry the group join's backlog
     report = (
         f"events published          {sent:,} at {rate:,.0f}/s for {duration:.0f} s ({handled:,} handled)\n"

@@ -22,7 +22,6 @@ import time
 
 def main(mode: str, bootstrap: str, topics: str, expected: int, out: str) -> None:
     import faust
-
     from pydantic import ValidationError
 
     from ..contract import EVENT_CONTRACTS

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import publish
 from ..topology import Topology, load_topology
+from . import peak_rss_mb
 
 
 def _say(msg: str) -> None:
@@ -153,7 +153,7 @@ def run_ingest_bench(events: int, seed: int, settings: Settings, repeat: int = 3
                 gc.unfreeze()
                 gc.collect()
         plain, indicators, piped = max(runs["plain"]), max(runs["indicators"]), max(runs["full"])
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     report = (
         f"events                       {events:,} ({totals.get('ingested', 0):,} stored, "
         f"{totals.get('rejected', 0):,} dead-lettered, {totals.get('duplicate', 0):,} resends dropped)\n"

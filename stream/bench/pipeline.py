@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import publish
 from ..topology import load_topology
+from . import peak_rss_mb
 from .ingest import _fresh, _group, bare_consume, pipeline_consume, start_to_ready
 
 
@@ -100,7 +100,7 @@ def run_pipeline_bench(
 
         _say(f"bench: latency at 5,000 events/s for {latency_seconds:.0f} s")
         latency = run_alert_bench(rate=5000, duration=latency_seconds, seed=seed, settings=settings)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
 
     def ratio(x: float | None) -> str:
         return "n/a" if not x else f"{full / x:.2f}x"

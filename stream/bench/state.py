@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from ..runtime.broker import EmbeddedBroker, ensure_topics
 from ..settings import Settings
 from ..simulate.publish import make_producer
 from ..topology import load_topology
+from . import peak_rss_mb
 
 
 def _say(msg: str) -> None:
@@ -86,6 +86,25 @@ async def _ingest(settings: Settings, topology, bootstrap: str, expected: int) -
         writer.client.close()
 
 
+def ingest(data_dir: str, bootstrap: str, expected: int) -> None:
+    """In a fresh process (a worker's own memory, not the publisher's): ingest; print events/s, tickets, peak RSS."""
+    from ..runtime.worker import tune_gc
+
+    tune_gc()
+    topology = load_topology(os.environ.get("CXSTREAM_TOPOLOGY"))
+    settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap, clickhouse_url=None)
+    rate, tickets = asyncio.run(_ingest(settings, topology, bootstrap, expected))
+    print(json.dumps({"events_per_s": rate, "tickets": tickets, "peak_rss_mb": peak_rss_mb()}))
+
+
+def _child(call: str, env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", f"from stream.bench.state import *; {call}"], capture_output=True, check=False,
+                         text=True, env=env, timeout=1200)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def restart(data_dir: str, bootstrap: str) -> None:
     """In a fresh process: start the agent on the stored state; print seconds to ready, tickets, peak RSS."""
     from ..runtime.worker import tune_gc
@@ -96,8 +115,7 @@ def restart(data_dir: str, bootstrap: str) -> None:
     settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap, clickhouse_url=None)
 
     ready, tickets, customers = asyncio.run(start_to_ready(bootstrap, topology, settings, 600))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"ready_s": ready, "tickets": tickets, "customers": customers, "peak_rss_mb": rss}))
+    print(json.dumps({"ready_s": ready, "tickets": tickets, "customers": customers, "peak_rss_mb": peak_rss_mb()}))
 
 
 def run_state_bench(customers: int, settings: Settings) -> dict[str, Any]:
@@ -107,23 +125,18 @@ def run_state_bench(customers: int, settings: Settings) -> dict[str, Any]:
         names = {k: t.name for k, t in topology.source_topics().items()}
         _say(f"bench: publishing one open ticket and one satisfaction event for each of {customers:,} customers")
         sent = asyncio.run(_publish(broker.bootstrap, names, customers))
-        base = Settings(data_dir=Path(tmp), kafka_bootstrap=broker.bootstrap, clickhouse_url=None, topology=settings.topology)
-        _say("bench: ingesting them")
-        rate, tickets = asyncio.run(_ingest(base, topology, broker.bootstrap, sent))
-        first_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        _say("bench: restarting on that state (fresh process)")
         env = {**os.environ, "CXSTREAM_TOPOLOGY": str(settings.topology or "topology.yaml")}
-        out = subprocess.run([sys.executable, "-c", f"from stream.bench.state import restart; restart({tmp!r}, "
-                              f"{broker.bootstrap!r})"], capture_output=True, text=True, env=env, timeout=1200)  # fmt: skip
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr[-2000:])
-        again = json.loads(out.stdout.strip().splitlines()[-1])
+        _say("bench: ingesting them (fresh process)")
+        first = _child(f"ingest({tmp!r}, {broker.bootstrap!r}, {sent})", env)
+        _say("bench: restarting on that state (fresh process)")
+        again = _child(f"restart({tmp!r}, {broker.bootstrap!r})", env)
     report = (
         f"customers                  {customers:,} (one open ticket and one satisfaction event each)\n"
-        f"ingest                     {rate:,.0f} events/s, {tickets:,} tickets in state, peak RSS {first_rss:,.0f} MB\n"
+        f"ingest                     {first['events_per_s']:,.0f} events/s, {first['tickets']:,} tickets in state, "
+        f"peak RSS {first['peak_rss_mb']:,.0f} MB\n"
         f"restart -> ready           {again['ready_s']:.1f} s ({again['tickets']:,} open tickets and "
         f"{again['customers']:,} customer histories restored)\n"
         f"peak RSS after restart     {again['peak_rss_mb']:,.0f} MB"
     )
-    return {"customers": customers, "ingest_events_per_s": round(rate), "tickets": tickets,
-            "first_peak_rss_mb": round(first_rss), "restart": again, "report": report}  # fmt: skip
+    return {"customers": customers, "ingest_events_per_s": round(first["events_per_s"]), "tickets": first["tickets"],
+            "first_peak_rss_mb": round(first["peak_rss_mb"]), "restart": again, "report": report}  # fmt: skip
