@@ -61,6 +61,7 @@ from ..indicators.stage import (
 )
 from ..model.stage import ModelOutput, ModelStage
 from ..runtime import metrics
+from ..runtime.memory import give_back
 from ..sink.clickhouse import Writer
 from ..sink.columns import (
     TABLES,
@@ -410,6 +411,7 @@ class IngestAgent(Service):
         # move it out of the collector's generations so collections stay proportional to
         # the next batch, not to the whole heap. Acyclic objects are still freed by refcount.
         gc.freeze()
+        give_back()  # the batch's transients, freed now: back to the OS, not held in the allocator's arenas
         if time.monotonic() - self._full_gc_at > 600:  # now and then, collect what was frozen too (cycles)
             self._full_gc_at = time.monotonic()
             gc.unfreeze()

@@ -154,13 +154,31 @@ class CustomerHistory:
         self.max_customers = max_customers
         self.expire_every = expire_every
         self.evicted = 0
-        # a plain dict, in order of last update (an OrderedDict costs ~60 B more per customer)
-        self._customers: dict[str, dict[str, Complaint]] = {}
+        # A plain dict, in order of last update (an OrderedDict costs ~60 B more per customer). The value is
+        # the customer's one complaint, or a tuple of several: most customers have one, and a dict per
+        # customer would cost ~220 B more each (a million customers are held).
+        self._customers: dict[str, Complaint | tuple[Complaint, ...]] = {}
         self._watermark = float("-inf")  # latest event time seen, epoch seconds
         self._since_expire = 0
 
     def __len__(self) -> int:
         return len(self._customers)
+
+    def _of(self, customer_id: str) -> tuple[Complaint, ...]:
+        held = self._customers.get(customer_id)
+        return () if held is None else (held,) if isinstance(held, Complaint) else held
+
+    def _put(self, customer_id: str, complaint: Complaint, newest: bool) -> None:
+        """Add or replace (same ticket) one complaint; ``newest``: the customer moves to the end (eviction order)."""
+        held = self._customers.pop(customer_id, None) if newest else self._customers.get(customer_id)
+        if held is None:
+            self._customers[customer_id] = complaint
+            while len(self._customers) > self.max_customers:
+                del self._customers[next(iter(self._customers))]
+                self.evicted += 1
+            return
+        others = tuple(c for c in ((held,) if isinstance(held, Complaint) else held) if c.ticket_id != complaint.ticket_id)
+        self._customers[customer_id] = (*others, complaint) if others else complaint
 
     def update(self, state: TicketState) -> None:
         """Record the latest state of one ticket."""
@@ -179,15 +197,7 @@ class CustomerHistory:
         )
         if state.last_event_time is not None:
             self._watermark = max(self._watermark, state.last_event_time.timestamp())
-        tickets = self._customers.get(state.customer_id)
-        if tickets is None:
-            tickets = self._customers[state.customer_id] = {}
-            while len(self._customers) > self.max_customers:
-                del self._customers[next(iter(self._customers))]
-                self.evicted += 1
-        else:
-            self._customers[state.customer_id] = self._customers.pop(state.customer_id)  # now the newest
-        tickets[c.ticket_id] = c
+        self._put(state.customer_id, c, newest=True)
         self._since_expire += 1
         if self._since_expire >= self.expire_every:
             self.expire()
@@ -195,25 +205,19 @@ class CustomerHistory:
     def add(self, customer_id: str, complaint: Complaint) -> None:
         """One complaint as stored (a restart rebuilds histories from ``ticket_state``)."""
         self._watermark = max(self._watermark, complaint.created)
-        tickets = self._customers.get(customer_id)
-        if tickets is None:
-            tickets = self._customers[customer_id] = {}
-            while len(self._customers) > self.max_customers:
-                del self._customers[next(iter(self._customers))]
-                self.evicted += 1
-        tickets[complaint.ticket_id] = complaint
+        self._put(customer_id, complaint, newest=False)
 
     def complaints(self, customer_id: str, at: datetime) -> list[Complaint]:
         """The customer's complaints created within ``horizon`` before ``at`` (inclusive), oldest first."""
-        tickets = self._customers.get(customer_id)
-        if not tickets:
+        held = self._of(customer_id)
+        if not held:
             return []
         t = at.timestamp()
         lo = t - self.horizon.total_seconds()
-        return sorted((c for c in tickets.values() if lo <= c.created <= t), key=lambda c: c.created)
+        return sorted((c for c in held if lo <= c.created <= t), key=lambda c: c.created)
 
     def ticket(self, customer_id: str, ticket_id: str) -> Complaint | None:
-        return self._customers.get(customer_id, {}).get(ticket_id)
+        return next((c for c in self._of(customer_id) if c.ticket_id == ticket_id), None)
 
     def expire(self, now: datetime | None = None) -> int:
         """Drop complaints created more than ``horizon`` before ``now`` (default: the latest event seen)."""
@@ -221,14 +225,18 @@ class CustomerHistory:
         t = now.timestamp() if now is not None else self._watermark
         lo = t - self.horizon.total_seconds()
         dropped = 0
-        for cid in list(self._customers):
-            tickets = self._customers[cid]
-            old = [k for k, c in tickets.items() if c.created < lo]
-            for k in old:
-                del tickets[k]
-            dropped += len(old)
-            if not tickets:
+        for cid, held in list(self._customers.items()):
+            if isinstance(held, Complaint):
+                if held.created < lo:
+                    del self._customers[cid]
+                    dropped += 1
+                continue
+            kept = tuple(c for c in held if c.created >= lo)
+            dropped += len(held) - len(kept)
+            if not kept:
                 del self._customers[cid]
+            elif len(kept) < len(held):
+                self._customers[cid] = kept if len(kept) > 1 else kept[0]
         return dropped
 
     def to_bytes(self) -> bytes:

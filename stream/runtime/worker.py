@@ -23,12 +23,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ..settings import Settings
 from ..topology import Topology, load_topology
 from .broker import EmbeddedBroker, ensure_topics
+from .memory import limit_arenas
 
 log = logging.getLogger("cxstream.worker")
 
 
 def tune_gc() -> None:
-    """Collect the young generation less often.
+    """Collect the young generation less often, and keep the allocator to few arenas.
 
     The worker allocates ~20 objects per event and keeps a large, long-lived
     heap (ticket state, dedup ids); with the default thresholds the collector
@@ -36,6 +37,7 @@ def tune_gc() -> None:
     """
     gc.set_threshold(200_000, 20, 100)
     gc.freeze()  # what exists at start (modules, config) is never garbage
+    limit_arenas()  # and the allocator: few arenas, so freed batch memory is reused, not held per thread
 
 
 def run_worker(settings: Settings, simulate_rate: float | None = None, simulate_seed: int = 1) -> None:

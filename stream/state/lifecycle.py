@@ -430,11 +430,12 @@ class TicketRecord:
     1
     """
 
-    __slots__ = ("steps", "followups")
+    __slots__ = ("steps", "followups", "partition")
 
-    def __init__(self) -> None:
+    def __init__(self, partition: int | None = None) -> None:
         self.steps: list[Step] = []  # unique event ids, kept in journey order (what fold needs)
         self.followups: list[FollowUp] | tuple = ()  # unique event ids; a list from the first one (most have none)
+        self.partition = partition  # the source partition its events come from (a rebalance hands it over)
 
     def __len__(self) -> int:
         return len(self.steps) + len(self.followups)
@@ -449,7 +450,9 @@ class TicketRecord:
                 # a different event under a known id: keep the canonical one, as fold does
                 del steps[i]
                 break
-        if not steps or _step_order(step) >= _step_order(steps[-1]):
+        if not steps:
+            self.steps = [step]  # sized for one: most open tickets have one or two steps
+        elif _step_order(step) >= _step_order(steps[-1]):
             steps.append(step)  # the usual case: steps arrive in journey order
         else:
             bisect.insort(steps, step, key=_step_order)

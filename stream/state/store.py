@@ -18,18 +18,43 @@ an evicted ticket reloads its history first (see ``TicketStage``).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
 from ..topology import TicketStateSettings
 from .lifecycle import FollowUp, Step, TicketRecord
 
 
+class _Partitions(Mapping):
+    """Ticket -> source partition, read from the records (a dict of its own cost ~40 B per ticket)."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: dict[str, TicketRecord]):
+        self._records = records
+
+    def __getitem__(self, ticket_id: str) -> int:
+        rec = self._records[ticket_id]
+        if rec.partition is None:
+            raise KeyError(ticket_id)
+        return rec.partition
+
+    def get(self, ticket_id: str, default=None):
+        rec = self._records.get(ticket_id)
+        return default if rec is None or rec.partition is None else rec.partition
+
+    def __iter__(self) -> Iterator[str]:
+        return (t for t, rec in self._records.items() if rec.partition is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for rec in self._records.values() if rec.partition is not None)
+
+
 class TicketStore:
     def __init__(self, settings: TicketStateSettings):
         self.settings = settings
         self.records: dict[str, TicketRecord] = {}
-        self.partition_of: dict[str, int] = {}
+        self.partition_of: Mapping[str, int] = _Partitions(self.records)
         self._deadlines: list[tuple[datetime, str]] = []  # (sla deadline, ticket) of tickets that were open
         self._overdue: set[str] = set()  # open tickets already reported past their deadline
 
@@ -42,9 +67,9 @@ class TicketStore:
     def record(self, ticket_id: str, partition: int | None = None) -> TicketRecord:
         rec = self.records.get(ticket_id)
         if rec is None:
-            rec = self.records[ticket_id] = TicketRecord()
-        if partition is not None:
-            self.partition_of[ticket_id] = partition
+            rec = self.records[ticket_id] = TicketRecord(partition)
+        elif partition is not None:
+            rec.partition = partition
         return rec
 
     def add_step(self, ticket_id: str, step: Step, partition: int | None = None) -> bool:
@@ -61,7 +86,8 @@ class TicketStore:
     def add_followup(self, ticket_id: str, followup: FollowUp, partition: int | None = None) -> bool:
         """Add a follow-up; ``partition`` (its satisfaction event's, the same number as the ticket's events:
         co-partitioned) places a ticket known only by its follow-ups, so a rebalance hands it over too."""
-        if partition is not None and ticket_id in self.partition_of:
+        rec = self.records.get(ticket_id)
+        if rec is not None and rec.partition is not None:
             partition = None  # the ticket's steps place it
         return self.record(ticket_id, partition).add_followup(followup)
 
@@ -114,14 +140,13 @@ class TicketStore:
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         lost = set(partitions)
-        gone = [t for t, p in self.partition_of.items() if p in lost]
+        gone = [t for t, rec in self.records.items() if rec.partition in lost]
         self._forget(gone)
         return len(gone)
 
     def _forget(self, tickets: Iterable[str]) -> None:
         for t in tickets:
             self.records.pop(t, None)
-            self.partition_of.pop(t, None)
             self._overdue.discard(t)
         if len(self._deadlines) > 2 * len(self.records) + 1024:
             # Stale entries are skipped lazily; rebuild when they dominate, to bound the heap too.
