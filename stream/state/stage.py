@@ -84,29 +84,35 @@ class TicketStage:
     # -- loading from ClickHouse -------------------------------------------------------
     def _load(self, where: str, parameters: dict, by_ids: bool = False) -> int:
         """Load the steps matching ``where`` (over ``ticket_events``) and the follow-ups of their tickets
-        (``by_ids``: ``where`` names the tickets, and selects their follow-ups as it is)."""
+        (``by_ids``: ``where`` names the tickets, and selects their follow-ups as it is).
+
+        Both queries run before anything is added: a failed query leaves no ticket in memory without its
+        follow-ups (the retry would take it for loaded).
+        """
         db = self.writer.database
         client = self.writer.client
         steps = client.query(f"SELECT {_STEP_COLUMNS} FROM {db}.ticket_events WHERE {where}", parameters=parameters)
+        rows = steps.result_rows
+        if not rows:
+            return 0
+        # One query for all their follow-ups: the same condition as a subquery, not the ids inline
+        # (a restart restores a million tickets; ids inline need a query per few thousand).
+        followups = client.query(
+            f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
+            f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id != '' AND "
+            + (where if by_ids else f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_events WHERE {where})"),
+            parameters=parameters,
+        ).result_rows
         loaded = set()
         add_step = self.store.add_step
-        for row in steps.result_rows:
+        for row in rows:
             ticket_id, partition, step = _step_from_row(row)
             add_step(ticket_id, step, partition)
             loaded.add(ticket_id)
-        if loaded:
-            # One query for all their follow-ups: the same condition as a subquery, not the ids inline
-            # (a restart restores a million tickets; ids inline need a query per few thousand).
-            followups = client.query(
-                f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
-                f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id != '' AND "
-                + (where if by_ids else f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_events WHERE {where})"),
-                parameters=parameters,
-            )
-            add_followup = self.store.add_followup
-            for row in followups.result_rows:
-                if row[0] in loaded:  # a follow-up of a ticket with no known step is not history to restore
-                    add_followup(*_followup_from_row(row))
+        add_followup = self.store.add_followup
+        for row in followups:
+            if row[0] in loaded:  # a follow-up of a ticket with no known step is not history to restore
+                add_followup(*_followup_from_row(row))
         return len(loaded)
 
     def reload(self, ticket_ids: Iterable[str]) -> int:
