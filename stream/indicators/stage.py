@@ -47,6 +47,14 @@ _TS = pa.timestamp("ms", tz="UTC")
 _S = pa.timestamp("s", tz="UTC")
 
 
+#: the stored state a ticket's contribution is rebuilt from (facts.ticket_facts reads these)
+_STATE_COLUMNS = (
+    "ticket_id", "province", "city", "district", "channel", "business_line", "status", "created_at", "closed_at",
+    "first_closed_at", "handling_s", "first_contact_resolution", "internally_resolved", "customer_solved",
+    "perception_gap", "sla_breach", "sla_breached", "sla_deadline", "reopen_count", "followup_reach_speed",
+)  # fmt: skip
+
+
 def _utc(v: datetime | None) -> datetime | None:
     return v if v is None or v.tzinfo else v.replace(tzinfo=timezone.utc)
 
@@ -134,20 +142,18 @@ class IndicatorStage:
     def _remember(self, condition: str, parameters: dict, partition_of: dict[str, int], skip: set = frozenset()) -> int:
         """Contributions of the tickets ``condition`` selects over ``ticket_state`` (but those in ``skip``)."""
         db = self.writer.database
-        result = self.writer.client.query(
-            f"SELECT ticket_id, province, city, district, channel, business_line, status, created_at, closed_at, "
-            f"first_closed_at, handling_s, first_contact_resolution, internally_resolved, customer_solved, "
-            f"perception_gap, sla_breach, sla_breached, sla_deadline, reopen_count, followup_reach_speed "
+        rows = self.writer.rows(
+            f"SELECT {', '.join(_STATE_COLUMNS)} "
             # newest row per ticket without FINAL (a merge-on-read of the whole table)
             f"FROM {db}.ticket_state WHERE {condition} ORDER BY updated_at DESC LIMIT 1 BY ticket_id",
-            parameters=parameters,
+            parameters,
         )
         n = 0
-        for row in result.result_rows:
+        for row in rows:
             if row[0] in skip:
                 continue
             n += 1
-            d = dict(zip(result.column_names, row))
+            d = dict(zip(_STATE_COLUMNS, row))
             for k in ("created_at", "closed_at", "first_closed_at", "sla_deadline"):
                 d[k] = _utc(d[k])
             speed = d.pop("followup_reach_speed")

@@ -29,6 +29,7 @@ import logging
 import pickle
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -317,12 +318,12 @@ class ModelStage:
         parts = tuple(sorted(set(partitions)))
         db, client = writer.database, writer.client
         if ticket_partitions:
-            rows = client.query(
+            rows = writer.rows(  # a block at a time: a million customers at a restart
                 f"SELECT {HISTORY_COLUMNS} FROM {db}.ticket_state FINAL WHERE created_at >= "
                 f"(SELECT max(created_at) FROM {db}.ticket_state) - toIntervalSecond(%(horizon)s) AND ticket_id IN "
                 f"(SELECT ticket_id FROM {db}.ticket_events WHERE step = 'created' AND kafka_partition IN %(parts)s)",
-                parameters={"horizon": int(self.settings.horizon.total_seconds()), "parts": sorted(ticket_partitions)},
-            ).result_rows
+                {"horizon": int(self.settings.horizon.total_seconds()), "parts": sorted(ticket_partitions)},
+            )
             log.info("model: %d recent complaints of partitions %s back in customer histories",
                      self.add_complaints(rows), sorted(ticket_partitions))  # fmt: skip
         if parts == self.partitions:
@@ -363,7 +364,7 @@ class ModelStage:
         self._buffer.clear()
         self._buffered = 0
 
-    def add_complaints(self, rows: list[tuple]) -> int:
+    def add_complaints(self, rows: Iterable[Sequence]) -> int:
         """Stored ticket states (see :data:`HISTORY_COLUMNS`) into the customer histories."""
         n = 0
         for (ticket_id, customer_id, category, created, status, breached, reopens, handling, closure) in rows:

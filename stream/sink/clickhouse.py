@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from importlib import resources
 
@@ -122,6 +122,13 @@ class Writer:
                 delay = self.backoff_s * 2**attempt
                 log.warning("insert into %s failed (%s); retry %d in %.1fs", table, exc, attempt + 1, delay)
                 time.sleep(delay)
+
+    def rows(self, sql: str, parameters: dict | None = None) -> Iterator[Sequence]:
+        """A query's rows, a block at a time. A restore reads millions of rows, and a materialized result holds
+        all of them at once (hundreds of MB at the peak). Run no other query on this client meanwhile."""
+        with self.client.query_row_block_stream(sql, parameters=parameters) as stream:
+            for block in stream:
+                yield from block
 
     def recent_event_ids(self, table: str, horizon: timedelta, limit: int) -> list[str]:
         """Event ids stored within the horizon, newest first: warms the dedup set after a restart."""

@@ -83,34 +83,38 @@ class TicketStage:
 
     # -- loading from ClickHouse -------------------------------------------------------
     def _load(self, where: str, parameters: dict, by_ids: bool = False) -> int:
-        """Load the steps matching ``where`` (over ``ticket_events``) and the follow-ups of their tickets
-        (``by_ids``: ``where`` names the tickets, and selects their follow-ups as it is).
+        """Load the steps matching ``where`` (over ``ticket_events``) and the follow-ups of their tickets.
 
-        Both queries run before anything is added: a failed query leaves no ticket in memory without its
-        follow-ups (the retry would take it for loaded).
+        ``by_ids`` (a reload: ``where`` names the tickets, and selects their follow-ups as it is): both queries
+        run before anything is added, so a failed query leaves no ticket in memory without its follow-ups (the
+        retry would take it for loaded). Otherwise (a restore, up to millions of rows, redone whole if it
+        fails) the rows are read a block at a time.
         """
         db = self.writer.database
-        client = self.writer.client
-        steps = client.query(f"SELECT {_STEP_COLUMNS} FROM {db}.ticket_events WHERE {where}", parameters=parameters)
-        rows = steps.result_rows
-        if not rows:
-            return 0
+        steps_sql = f"SELECT {_STEP_COLUMNS} FROM {db}.ticket_events WHERE {where}"
         # One query for all their follow-ups: the same condition as a subquery, not the ids inline
         # (a restart restores a million tickets; ids inline need a query per few thousand).
-        followups = client.query(
+        followups_sql = (
             f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
             f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id != '' AND "
-            + (where if by_ids else f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_events WHERE {where})"),
-            parameters=parameters,
-        ).result_rows
+            + (where if by_ids else f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_events WHERE {where})")
+        )
+        if by_ids:
+            client = self.writer.client
+            steps = client.query(steps_sql, parameters=parameters).result_rows
+            followups = client.query(followups_sql, parameters=parameters).result_rows if steps else []
+        else:
+            steps, followups = self.writer.rows(steps_sql, parameters), None
         loaded = set()
         add_step = self.store.add_step
-        for row in rows:
+        for row in steps:
             ticket_id, partition, step = _step_from_row(row)
             add_step(ticket_id, step, partition)
             loaded.add(ticket_id)
+        if loaded and followups is None:
+            followups = self.writer.rows(followups_sql, parameters)
         add_followup = self.store.add_followup
-        for row in followups:
+        for row in followups or ():
             if row[0] in loaded:  # a follow-up of a ticket with no known step is not history to restore
                 add_followup(*_followup_from_row(row))
         return len(loaded)
