@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -154,6 +155,7 @@ class IndicatorStage:
                 continue
             n += 1
             d = dict(zip(_STATE_COLUMNS, row))
+            d["ticket_id"] = sys.intern(d["ticket_id"])  # the restored ticket's string (TicketStage interns them)
             for k in ("created_at", "closed_at", "first_closed_at", "sla_deadline"):
                 d[k] = _utc(d[k])
             speed = d.pop("followup_reach_speed")

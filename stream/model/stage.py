@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -371,8 +372,8 @@ class ModelStage:
             if created is None or not customer_id:
                 continue
             self.history.add(
-                customer_id,
-                Complaint(ticket_id, category, _utc(created).timestamp(), status != "closed", bool(breached),
+                sys.intern(customer_id),  # the restored ticket's string (TicketStage interns restored ids)
+                Complaint(sys.intern(ticket_id), category, _utc(created).timestamp(), status != "closed", bool(breached),
                           reopens > 0, handling, closure),
             )  # fmt: skip
             n += 1

@@ -56,9 +56,11 @@ def _code(value: str) -> str | None:
 def _step_from_row(row: tuple) -> tuple[str, int, Step]:
     (ticket_id, event_id, event_time, step, source, customer, department, closure, deadline, province, city,
      district, channel, line, category, phenomenon, tier, location, partition) = row  # fmt: skip
-    return ticket_id, partition, Step(
+    # Restored ids are interned: the contributions and the customer histories, restored from other queries,
+    # then share one string per ticket and customer (a driver makes a new one per row and query).
+    return sys.intern(ticket_id), partition, Step(
         event_id=event_id, event_time=_utc(event_time), step=sys.intern(step), source_system=sys.intern(source),
-        customer_id=customer, department=_code(department), closure_type=_code(closure), sla_deadline=_utc(deadline),
+        customer_id=sys.intern(customer), department=_code(department), closure_type=_code(closure), sla_deadline=_utc(deadline),
         province=_code(province), city=_code(city), district=_code(district), channel=_code(channel),
         business_line=_code(line), complaint_category=_code(category), complaint_phenomenon=_code(phenomenon),
         customer_tier=_code(tier), problem_location=_code(location),
