@@ -768,12 +768,15 @@ class IngestAgent(Service):
             return  # stopping: what is not committed is redelivered anyway
         self._taking.clear()
         limit = self.topology.consumer.rebalance_timeout.total_seconds()
+        started = time.perf_counter()
         parked = asyncio.ensure_future(self._parked.wait())
         try:
             done, _ = await asyncio.wait({parked}, timeout=limit)
         finally:
             parked.cancel()
+        metrics.HANDOVER_SECONDS.observe(time.perf_counter() - started)
         if not done and not self.should_stop:
+            metrics.HANDOVER_LATE.inc()
             log.warning("rebalance: batches in flight not committed within %.0fs; the new owner may count them twice", limit)
 
     def resume(self) -> None:
@@ -813,10 +816,13 @@ class _TicketPartitions(ConsumerRebalanceListener):
         sat_parts = [tp.partition for tp in assigned if tp.topic != self.agent.ticket_topic]
         attempt = 0
         while parts or sat_parts:
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(self.agent.restore, parts, sorted(set(parts) | set(sat_parts)), sorted(sat_parts))
+                metrics.RESTORE_SECONDS.observe(time.perf_counter() - started)
                 break
             except Exception as exc:  # ClickHouse away: no batch is taken before the state is back
+                metrics.RESTORE_FAILURES.inc()
                 attempt += 1
                 delay = min(30.0, 0.5 * 2**attempt)
                 log.error("restoring the state of partitions %s failed (%s); retrying in %.1fs", parts, exc, delay)

@@ -39,6 +39,23 @@ SINK_FAILURES = Counter(
 CONSUMER_LAG = Gauge("cxstream_consumer_lag", "Records behind the end of each source partition.", ["topic", "partition"])
 SEEN_IDS = Gauge("cxstream_dedup_seen_ids", "Event ids held in the resend-deduplication set.")
 STATE_TICKETS = Gauge("cxstream_state_tickets", "Tickets held in stream state (open and recently closed).")
+HANDOVER_SECONDS = Histogram(
+    "cxstream_rebalance_drain_seconds",
+    "Time a worker losing partitions took to commit its batches in flight before releasing them.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+HANDOVER_LATE = Counter(
+    "cxstream_rebalance_drain_timeouts_total",
+    "Revocations whose batches in flight were not committed within the rebalance timeout (may be counted twice).",
+)
+RESTORE_SECONDS = Histogram(
+    "cxstream_restore_seconds",
+    "Time to restore an assignment's state (tickets, contributions, histories, models) from ClickHouse.",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300),
+)
+RESTORE_FAILURES = Counter(
+    "cxstream_restore_failures_total", "Restores that failed (retried with backoff; no batch is taken meanwhile)."
+)
 SLA_OVERDUE = Counter("cxstream_sla_overdue_total", "Open tickets found past their SLA deadline with no closing event.")
 INDICATOR_TOO_LATE = Counter(
     "cxstream_indicator_too_late_total", "Indicator facts for windows already final (not applied; kept in indicator_too_late)."
