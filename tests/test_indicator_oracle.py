@@ -416,7 +416,10 @@ E2E_EVENTS = 8000
 
 def _topology(topology):
     ind = topology.indicators.model_copy(update={"lateness": timedelta(days=3)})
-    tickets = topology.state.tickets.model_copy(update={"sla_check_interval": timedelta(milliseconds=500)})
+    # open tickets of the simulated day stay restorable whatever today's date (restores go back open_max_age)
+    tickets = topology.state.tickets.model_copy(
+        update={"sla_check_interval": timedelta(milliseconds=500), "open_max_age": timedelta(days=3650)}
+    )
     state = topology.state.model_copy(update={"tickets": tickets})
     return topology.model_copy(update={"indicators": ind, "state": state})
 
@@ -488,12 +491,20 @@ async def _handled(agent, n: int, timeout_s: float = 60) -> None:
 
 
 async def _all_handled(agents, n: int, timeout_s: float = 90) -> None:
-    """Wait until the agents together handled ``n`` records (or more: redeliveries) and each is idle."""
+    """Wait until the agents together handled ``n`` records (or more: redeliveries), each is caught up (its
+    positions known and at the end) and has nothing in flight, and the group committed every record."""
+    from aiokafka import TopicPartition
+
     deadline = time.monotonic() + timeout_s
     while True:
         handled = sum(sum(a.progress.totals.values()) for a in agents)
-        if handled >= n and all(a._idle and a._taking.is_set() for a in agents):  # noqa: SLF001
-            break
+        if handled >= n and all(a._caught_up() and a._all_finished.is_set() and a._taking.is_set() for a in agents):  # noqa: SLF001
+            consumer = agents[0].consumer
+            tps = [TopicPartition(t, p) for t in consumer.subscription() for p in consumer.partitions_for_topic(t)]
+            positions = {tp: pos for a in agents for tp, (pos, _) in a._positions().items()}  # noqa: SLF001
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+            if all(committed[tp] is not None and committed[tp] == positions.get(tp) for tp in tps):
+                break
         assert time.monotonic() < deadline, f"agents handled {handled} of {n}"
         await asyncio.sleep(0.05)
     await asyncio.sleep(2.0)  # idle: at least one SLA check (every 0.5 s) ran after the last batch
@@ -522,19 +533,35 @@ async def _run_with_a_second_worker_joining(broker, topo, topics, tmp_path, reco
     from stream.ingest.agent import IngestAgent
     from stream.simulate.publish import publish
 
-    # small batches, so the first worker has batches in flight when the second joins
+    # small batches, and the first worker's storage slowed down: it has batches in flight when the second joins
     topo = topo.model_copy(update={"consumer": topo.consumer.model_copy(update={"batch_max_events": 300})})
     await publish(records, bootstrap_servers=broker.bootstrap, topic_names=topics)
     agent, writer = await start_agent(broker, topo, tmp_path)
+    store = agent._store_checked  # noqa: SLF001
+
+    def slow_store(derived) -> None:
+        time.sleep(0.05)
+        store(derived)
+
+    agent._store_checked = slow_store  # noqa: SLF001
     second = None
     try:
+        deadline = time.monotonic() + 60
         while sum(agent.progress.totals.values()) < len(records) // 5:
+            assert time.monotonic() < deadline, f"the first worker handled {dict(agent.progress.totals)}"
             await asyncio.sleep(0.01)
         second = IngestAgent(bootstrap=broker.bootstrap, topology=topo, writer=(second_writer := writer.sibling()))
         await second.start()
         await _all_handled([agent, second], len(records))
         assert second.batches_done > 0, "the second worker took no partition"
         assert sum(agent.progress.totals.values()) < len(records), "the first worker handled everything"
+        in_flight, _, committed_in_time = agent.last_drain
+        assert in_flight > 0 and committed_in_time, f"the revocation drained {agent.last_drain}"
+        # Nothing lost: every valid event published is stored once (the oracle reads the stored events).
+        for table, stream_ in (("ticket_events", "ticket_events"), ("satisfaction_events", "satisfaction_events")):
+            published = {json.loads(r.value)["event_id"] for r in records if r.stream == stream_ and r.kind == "valid"}
+            (stored,) = writer.client.query(f"SELECT uniqExact(event_id) FROM {DB}.{table}").result_rows[0]
+            assert stored == len(published), f"{table}: {stored} stored of {len(published)} published"
     finally:
         if second is not None:
             await second.stop()

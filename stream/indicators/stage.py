@@ -27,6 +27,7 @@ import logging
 import random
 import sys
 from collections.abc import Iterable
+from contextlib import closing
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -102,8 +103,8 @@ class IndicatorStage:
             facts = ticket_facts(s)
             new = _pack(partition_of.get(s.ticket_id, 0), facts)
             held = contrib.get(s.ticket_id)
-            contrib[s.ticket_id] = new
             if held is not None and held[1:] == new[1:]:
+                contrib[s.ticket_id] = new  # the partition may have changed
                 continue
             # Only the facts that changed move: an unchanged fact in a final window is not "late".
             old = _unpack(held) if held is not None else ()
@@ -113,6 +114,7 @@ class IndicatorStage:
                 self.cube.add(gone, s.ticket_id, sign=-1.0)
             if added:
                 late += self.cube.add(added, s.ticket_id)
+            contrib[s.ticket_id] = new  # after the cube took them: a failed add is retried whole
         return late
 
     def flush(self) -> Columns:
@@ -150,18 +152,19 @@ class IndicatorStage:
             parameters,
         )
         n = 0
-        for row in rows:
-            if row[0] in skip:
-                continue
-            n += 1
-            d = dict(zip(_STATE_COLUMNS, row))
-            d["ticket_id"] = sys.intern(d["ticket_id"])  # the restored ticket's string (TicketStage interns them)
-            for k in ("created_at", "closed_at", "first_closed_at", "sla_deadline"):
-                d[k] = _utc(d[k])
-            speed = d.pop("followup_reach_speed")
-            d["followup"] = SimpleNamespace(reach_speed=speed) if speed is not None else None
-            state = SimpleNamespace(**d)
-            self.contrib[d["ticket_id"]] = _pack(partition_of.get(d["ticket_id"], 0), ticket_facts(state))  # type: ignore[arg-type]
+        with closing(rows):  # a stream left open holds the connection
+            for row in rows:
+                if row[0] in skip:
+                    continue
+                n += 1
+                d = dict(zip(_STATE_COLUMNS, row))
+                d["ticket_id"] = sys.intern(d["ticket_id"])  # the restored ticket's string (TicketStage interns them)
+                for k in ("created_at", "closed_at", "first_closed_at", "sla_deadline"):
+                    d[k] = _utc(d[k])
+                speed = d.pop("followup_reach_speed")
+                d["followup"] = SimpleNamespace(reach_speed=speed) if speed is not None else None
+                state = SimpleNamespace(**d)
+                self.contrib[d["ticket_id"]] = _pack(partition_of.get(d["ticket_id"], 0), ticket_facts(state))  # type: ignore[arg-type]
         return n
 
     def restore_watermark(self, partitions: Iterable[int]) -> None:

@@ -218,9 +218,13 @@ class IngestAgent(Service):
         self._stopping = False
         self._version_ms = 0
         # Set while the consume loop may take batches: from an assignment's restore to the next
-        # revocation. Otherwise the loop commits its batches in flight and parks (sets _parked).
+        # revocation. A revocation waits for the batches polled and not yet committed (_unfinished).
         self._taking = asyncio.Event()
-        self._parked = asyncio.Event()
+        self._unfinished = 0
+        self._all_finished = asyncio.Event()
+        self._all_finished.set()
+        self._restoring: asyncio.Task | None = None
+        self.last_drain: tuple[int, float, bool] | None = None  # (batches in flight, seconds, all committed in time)
 
     async def on_start(self) -> None:
         await asyncio.to_thread(self._warm_seen_ids)
@@ -257,7 +261,8 @@ class IngestAgent(Service):
 
     async def on_stop(self) -> None:
         self._stopping = True
-        self._taking.set()  # a parked consume loop wakes up, and ends
+        if self._restoring is not None:
+            self._restoring.cancel()  # its thread, if running, ends on its own; nothing is taken after it
         await asyncio.to_thread(self._wait_for_storage)
         if self.with_model and self.model.pending():
             await self._final_publication()
@@ -290,34 +295,35 @@ class IngestAgent(Service):
 
         try:
             while not self.should_stop:
-                if not self._taking.is_set():
-                    # Not assigned yet, or a rebalance is revoking our partitions: commit what is in
-                    # flight, then hold still until an assignment's state is restored (_TicketPartitions).
-                    if not await settled():
-                        return
-                    self._parked.set()
-                    await self._taking.wait()
-                    self._parked.clear()
-                    continue
+                # Held (no assignment restored yet, or a revocation draining): the partitions are paused and
+                # the poll comes back empty, but it goes on, so the client's errors surface here and it does not
+                # count this worker idle (max_poll_interval).
                 polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=c.batch_max_events)
-                if not self._taking.is_set() and polled:
-                    # Fetched as a revocation began, not derived: put back, read again by whoever owns
-                    # the partition next (a partition this worker keeps goes on from its position).
+                if polled and not self._taking.is_set():
+                    # Fetched as a revocation began, or before the pause: not derived, put back.
                     for tp, msgs in polled.items():
                         self.consumer.seek(tp, msgs[0].offset)
-                    continue
+                    polled = {}
                 self._idle = not polled  # an empty poll: nothing is pending on our partitions
                 work = None
                 if polled:
                     if self.first_polled_at is None:
                         self.first_polled_at = time.perf_counter()
-                    work = await self._prepare(polled)
+                    self._batch_started()
+                    try:
+                        work = await self._prepare(polled)
+                    finally:
+                        if work is None:
+                            self._batch_ended()  # given up (stopping): not committed, redelivered
                 if not await settled() or (polled and work is None):
+                    if work is not None:
+                        self._batch_ended()
                     return  # stopping: what is not committed is redelivered to the next owner
                 if work is not None:
                     finishing = asyncio.ensure_future(self._complete(work))
+                    finishing.add_done_callback(lambda _: self._batch_ended())
                 self._update_lag()
-                if time.monotonic() - self._sla_checked_at >= sla_every:
+                if self._taking.is_set() and time.monotonic() - self._sla_checked_at >= sla_every:
                     # SLA breaches are stored after the batches derived before them
                     if not await settled():
                         return
@@ -326,6 +332,15 @@ class IngestAgent(Service):
         finally:
             if finishing is not None and not finishing.done():
                 finishing.cancel()
+
+    def _batch_started(self) -> None:
+        self._unfinished += 1
+        self._all_finished.clear()
+
+    def _batch_ended(self) -> None:
+        self._unfinished -= 1
+        if self._unfinished == 0:
+            self._all_finished.set()
 
     async def _prepare(self, polled: dict[TopicPartition, list]) -> "_Batch | None":
         """Validate a polled batch, store its raw events and derive its state; None if stopping."""
@@ -411,7 +426,9 @@ class IngestAgent(Service):
         # move it out of the collector's generations so collections stay proportional to
         # the next batch, not to the whole heap. Acyclic objects are still freed by refcount.
         gc.freeze()
-        give_back()  # the batch's transients, freed now: back to the OS, not held in the allocator's arenas
+        # the batch's transients, freed now: back to the OS, not held in the allocator's arenas (in a thread: a
+        # trim of a heap of gigabytes can take tens of milliseconds)
+        await asyncio.to_thread(give_back)
         if time.monotonic() - self._full_gc_at > 600:  # now and then, collect what was frozen too (cycles)
             self._full_gc_at = time.monotonic()
             gc.unfreeze()
@@ -604,6 +621,12 @@ class IngestAgent(Service):
         if states:
             metrics.SLA_OVERDUE.inc(len(states))
             log.info("SLA: %d open tickets went past their deadline", len(states))
+        await self._store_sla_backlog()
+        await asyncio.to_thread(self._evict, clock)
+        metrics.STATE_TICKETS.set(len(self.tickets.store))
+
+    async def _store_sla_backlog(self) -> None:
+        """Store (and publish) the SLA breaches derived so far; what fails stays queued for the next check."""
         while self._sla_backlog:  # derived once, stored (and published) until it succeeds
             if self._stopping or self.should_stop:
                 break  # not stored: the next owner derives it again from the restored tickets
@@ -626,8 +649,6 @@ class IngestAgent(Service):
                 log.error("storing %d SLA breaches failed (%s); will retry", len(derived.states), exc)
                 break
             self._sla_backlog.pop(0)
-        await asyncio.to_thread(self._evict, clock)
-        metrics.STATE_TICKETS.set(len(self.tickets.store))
 
     def _derive_sla(self, clock: datetime) -> list:
         """States of tickets that went past their deadline, and their outputs queued for storing."""
@@ -756,33 +777,55 @@ class IngestAgent(Service):
         self.progress.lag = total
 
     async def drain(self) -> None:
-        """Before partitions are revoked: have every polled batch committed (or given up), and no new one taken.
+        """Before partitions are revoked: take no new batch, and have every batch in flight committed.
 
         Without this a batch derived into this worker's indicator cells, but committed only after the
         revocation, would be counted again by the partition's new owner (its commit fails, so it is
-        redelivered, while its cells are already stored). Waits at most the rebalance timeout, the time
-        Kafka gives a member to rejoin: past it the gap remains, and a warning says so (a rebalance
-        timeout shorter than a batch's derivation and storage is too short).
+        redelivered, while its cells are already stored). SLA breaches derived and not yet stored are stored
+        too. The wait is bounded by three quarters of the rebalance timeout, the time Kafka gives a member to
+        rejoin: past it the gap remains, and a warning and a metric say so (a rebalance timeout shorter than
+        a batch's derivation and storage is too short).
         """
+        self._taking.clear()
+        self.ready.clear()
+        self._pause()
         if self.should_stop:
             return  # stopping: what is not committed is redelivered anyway
-        self._taking.clear()
-        limit = self.topology.consumer.rebalance_timeout.total_seconds()
+        budget = 0.75 * self.topology.consumer.rebalance_timeout.total_seconds()
         started = time.perf_counter()
-        parked = asyncio.ensure_future(self._parked.wait())
+        in_flight = self._unfinished
         try:
-            done, _ = await asyncio.wait({parked}, timeout=limit)
-        finally:
-            parked.cancel()
-        metrics.HANDOVER_SECONDS.observe(time.perf_counter() - started)
-        if not done and not self.should_stop:
+            await asyncio.wait_for(self._all_finished.wait(), budget)
+            if self._sla_backlog:
+                await asyncio.wait_for(self._store_sla_backlog(), max(0.1, budget - (time.perf_counter() - started)))
+            complete = not self._sla_backlog
+        except asyncio.TimeoutError:
+            complete = False
+        seconds = time.perf_counter() - started
+        self.last_drain = (in_flight, seconds, complete)
+        metrics.HANDOVER_SECONDS.observe(seconds)
+        if not complete and not self.should_stop:
             metrics.HANDOVER_LATE.inc()
-            log.warning("rebalance: batches in flight not committed within %.0fs; the new owner may count them twice", limit)
+            log.warning("rebalance: batches in flight not committed within %.1fs; the new owner may count them twice "
+                        "(raise consumer.rebalance_timeout above a batch's time)", budget)  # fmt: skip
+
+    def hold(self) -> None:
+        """An assignment arrived: take no batch before its state is restored (the partitions are paused)."""
+        self._taking.clear()
+        self.ready.clear()
+        self._pause()
 
     def resume(self) -> None:
         """After an assignment's state is restored: take batches. Not before: a batch's raw events, stored
         while the restore reads ClickHouse, would hide the follow-ups waiting for their ticket."""
+        if self.consumer is not None:
+            self.consumer.resume(*self.consumer.assignment())
         self._taking.set()
+        self.ready.set()  # ready = partitions assigned and their state restored
+
+    def _pause(self) -> None:
+        if self.consumer is not None:
+            self.consumer.pause(*self.consumer.assignment())
 
     @Service.task
     async def _report_progress(self) -> None:
@@ -793,14 +836,24 @@ class IngestAgent(Service):
 
 
 class _TicketPartitions(ConsumerRebalanceListener):
-    """Keeps ticket state in step with the ticket-topic partitions this worker owns."""
+    """Keeps ticket state in step with the ticket-topic partitions this worker owns.
+
+    The hand-over is ordered: a revocation first drains the worker (its batches in flight committed), then
+    releases the partitions' state; an assignment pauses the partitions and restores their state in a task,
+    so the listener returns at once and heartbeats go on during a long restore (a million tickets take
+    seconds, more than a session timeout), then takes batches again.
+    """
 
     def __init__(self, agent: IngestAgent):
         self.agent = agent
 
     async def on_partitions_revoked(self, revoked) -> None:
-        if revoked:
-            await self.agent.drain()
+        agent = self.agent
+        await agent.drain()
+        restoring, agent._restoring = agent._restoring, None  # noqa: SLF001
+        if restoring is not None and not restoring.done():
+            restoring.cancel()  # a restore of the partitions now revoked: never resumed; its thread holds the
+            # derivation lock until it ends, and _release waits for it
         await asyncio.to_thread(self._release, revoked)
 
     def _release(self, revoked) -> None:
@@ -812,13 +865,21 @@ class _TicketPartitions(ConsumerRebalanceListener):
             self.agent.indicators.drop_partitions(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
-        parts = [tp.partition for tp in assigned if tp.topic == self.agent.ticket_topic]
-        sat_parts = [tp.partition for tp in assigned if tp.topic != self.agent.ticket_topic]
+        agent = self.agent
+        agent.hold()
+        agent._restoring = asyncio.ensure_future(self._restore(assigned))  # noqa: SLF001
+
+    async def _restore(self, assigned) -> None:
+        agent = self.agent
+        parts = [tp.partition for tp in assigned if tp.topic == agent.ticket_topic]
+        sat_parts = [tp.partition for tp in assigned if tp.topic != agent.ticket_topic]
         attempt = 0
         while parts or sat_parts:
+            if agent.should_stop:
+                return
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(self.agent.restore, parts, sorted(set(parts) | set(sat_parts)), sorted(sat_parts))
+                await asyncio.to_thread(agent.restore, parts, sorted(set(parts) | set(sat_parts)), sorted(sat_parts))
                 metrics.RESTORE_SECONDS.observe(time.perf_counter() - started)
                 break
             except Exception as exc:  # ClickHouse away: no batch is taken before the state is back
@@ -826,8 +887,5 @@ class _TicketPartitions(ConsumerRebalanceListener):
                 attempt += 1
                 delay = min(30.0, 0.5 * 2**attempt)
                 log.error("restoring the state of partitions %s failed (%s); retrying in %.1fs", parts, exc, delay)
-                if self.agent.should_stop:
-                    return
                 await asyncio.sleep(delay)
-        self.agent.resume()
-        self.agent.ready.set()  # ready = partitions assigned and their open tickets restored
+        agent.resume()

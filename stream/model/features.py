@@ -177,8 +177,12 @@ class CustomerHistory:
                 del self._customers[next(iter(self._customers))]
                 self.evicted += 1
             return
-        others = tuple(c for c in ((held,) if isinstance(held, Complaint) else held) if c.ticket_id != complaint.ticket_id)
-        self._customers[customer_id] = (*others, complaint) if others else complaint
+        held = (held,) if isinstance(held, Complaint) else held
+        # a new state of a known ticket takes its place (the order of equal creation times stays)
+        kept = tuple(complaint if c.ticket_id == complaint.ticket_id else c for c in held)
+        if complaint not in kept:
+            kept += (complaint,)
+        self._customers[customer_id] = kept if len(kept) > 1 else kept[0]
 
     def update(self, state: TicketState) -> None:
         """Record the latest state of one ticket."""

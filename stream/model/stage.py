@@ -31,6 +31,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -325,8 +326,10 @@ class ModelStage:
                 f"(SELECT ticket_id FROM {db}.ticket_events WHERE step = 'created' AND kafka_partition IN %(parts)s)",
                 {"horizon": int(self.settings.horizon.total_seconds()), "parts": sorted(ticket_partitions)},
             )
-            log.info("model: %d recent complaints of partitions %s back in customer histories",
-                     self.add_complaints(rows), sorted(ticket_partitions))  # fmt: skip
+            with closing(rows):  # a stream left open holds the connection
+                added = self.add_complaints(rows)
+            log.info("model: %d recent complaints of partitions %s back in customer histories", added,
+                     sorted(ticket_partitions))  # fmt: skip
         if parts == self.partitions:
             return  # same partitions as before: the models in memory are current
         self.reset()

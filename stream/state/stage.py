@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
+from contextlib import closing, nullcontext
 from datetime import datetime, timedelta, timezone
 
 from ..contract import SatisfactionEvent, TicketEvent
@@ -109,16 +110,18 @@ class TicketStage:
             steps, followups = self.writer.rows(steps_sql, parameters), None
         loaded = set()
         add_step = self.store.add_step
-        for row in steps:
-            ticket_id, partition, step = _step_from_row(row)
-            add_step(ticket_id, step, partition)
-            loaded.add(ticket_id)
+        with closing(steps) if followups is None else nullcontext():  # a stream left open holds the connection
+            for row in steps:
+                ticket_id, partition, step = _step_from_row(row)
+                add_step(ticket_id, step, partition)
+                loaded.add(ticket_id)
         if loaded and followups is None:
             followups = self.writer.rows(followups_sql, parameters)
         add_followup = self.store.add_followup
-        for row in followups or ():
-            if row[0] in loaded:  # a follow-up of a ticket with no known step is not history to restore
-                add_followup(*_followup_from_row(row))
+        with closing(followups) if hasattr(followups, "close") else nullcontext():
+            for row in followups or ():
+                if row[0] in loaded:  # a follow-up of a ticket with no known step is not history to restore
+                    add_followup(*_followup_from_row(row))
         return len(loaded)
 
     def reload(self, ticket_ids: Iterable[str]) -> int:
@@ -163,7 +166,10 @@ class TicketStage:
             f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
             f"customer_id, dim_reach_speed, kafka_partition FROM {db}.satisfaction_events "
             f"WHERE ticket_id != '' AND kafka_partition IN %(parts)s AND event_time >= %(since)s "
-            f"AND ticket_id NOT IN (SELECT ticket_id FROM {db}.ticket_events WHERE kafka_partition IN %(parts)s)",
+            f"AND ticket_id NOT IN (SELECT ticket_id FROM {db}.ticket_events WHERE kafka_partition IN %(parts)s "
+            # only the candidates' steps: not a set of every ticket id of these partitions
+            f"AND ticket_id IN (SELECT ticket_id FROM {db}.satisfaction_events WHERE ticket_id != '' "
+            f"AND kafka_partition IN %(parts)s AND event_time >= %(since)s))",
             parameters={"parts": parts, "since": since},
         ).result_rows
         for row in rows:
