@@ -80,6 +80,11 @@ from .records import Accepted, IngestBatch, RawRecord, Rejection
 log = logging.getLogger("cxstream.ingest")
 
 
+def retry_delay(attempt: int) -> float:
+    """Backoff before retry ``attempt`` (1, 2, ...) of a batch or a restore: 1 s doubling, at most 30 s."""
+    return min(30.0, 0.5 * 2**attempt)
+
+
 def dead_letter_headers(r: Rejection) -> list[tuple[str, bytes]]:
     """Kafka headers describing why a record was dead-lettered (the value stays the original bytes)."""
     return [
@@ -208,7 +213,6 @@ class IngestAgent(Service):
         self.ticket_topic = topology.topics["ticket_events"].name
         self._sla_checked_at = 0.0
         self._full_gc_at = time.monotonic()
-        self._idle = False
         # Held by the storage and derivation threads; stopping waits for them, so a stopped
         # agent never has a write in flight (a cancelled task does not stop its thread).
         self._storing = threading.Lock()
@@ -304,7 +308,6 @@ class IngestAgent(Service):
                     for tp, msgs in polled.items():
                         self.consumer.seek(tp, msgs[0].offset)
                     polled = {}
-                self._idle = not polled  # an empty poll: nothing is pending on our partitions
                 work = None
                 if polled:
                     if self.first_polled_at is None:
@@ -391,7 +394,7 @@ class IngestAgent(Service):
     async def _backoff(self, exc: Exception, records: int, attempt: int) -> bool:
         """Log a failed attempt and wait before the next; False if the agent is stopping instead."""
         metrics.SINK_FAILURES.inc()
-        delay = min(30.0, 0.5 * 2**attempt)
+        delay = retry_delay(attempt)
         log.error("storing a batch of %d records failed (%s); retrying in %.1fs", records, exc, delay)
         await self.sleep(delay)
         return not self.should_stop  # stopping: not committed, redelivered to whoever takes over
@@ -786,9 +789,7 @@ class IngestAgent(Service):
         rejoin: past it the gap remains, and a warning and a metric say so (a rebalance timeout shorter than
         a batch's derivation and storage is too short).
         """
-        self._taking.clear()
-        self.ready.clear()
-        self._pause()
+        self.hold()
         if self.should_stop:
             return  # stopping: what is not committed is redelivered anyway
         budget = 0.75 * self.topology.consumer.rebalance_timeout.total_seconds()
@@ -810,10 +811,12 @@ class IngestAgent(Service):
                         "(raise consumer.rebalance_timeout above a batch's time)", budget)  # fmt: skip
 
     def hold(self) -> None:
-        """An assignment arrived: take no batch before its state is restored (the partitions are paused)."""
+        """Take no batch (the partitions paused) until :meth:`resume`: while draining, and from an assignment
+        until its state is restored."""
         self._taking.clear()
         self.ready.clear()
-        self._pause()
+        if self.consumer is not None:
+            self.consumer.pause(*self.consumer.assignment())
 
     def resume(self) -> None:
         """After an assignment's state is restored: take batches. Not before: a batch's raw events, stored
@@ -822,10 +825,6 @@ class IngestAgent(Service):
             self.consumer.resume(*self.consumer.assignment())
         self._taking.set()
         self.ready.set()  # ready = partitions assigned and their state restored
-
-    def _pause(self) -> None:
-        if self.consumer is not None:
-            self.consumer.pause(*self.consumer.assignment())
 
     @Service.task
     async def _report_progress(self) -> None:
@@ -885,7 +884,7 @@ class _TicketPartitions(ConsumerRebalanceListener):
             except Exception as exc:  # ClickHouse away: no batch is taken before the state is back
                 metrics.RESTORE_FAILURES.inc()
                 attempt += 1
-                delay = min(30.0, 0.5 * 2**attempt)
+                delay = retry_delay(attempt)
                 log.error("restoring the state of partitions %s failed (%s); retrying in %.1fs", parts, exc, delay)
                 await asyncio.sleep(delay)
         agent.resume()

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
-from contextlib import closing, nullcontext
+from collections.abc import Iterable, Sequence
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
 from ..contract import SatisfactionEvent, TicketEvent
@@ -41,6 +41,10 @@ _STEP_COLUMNS = (
     "ticket_id, event_id, event_time, step, source_system, customer_id, department, closure_type, sla_deadline, "
     "province, city, district, channel, business_line, complaint_category, complaint_phenomenon, customer_tier, "
     "problem_location, kafka_partition"
+)
+_FOLLOWUP_COLUMNS = (
+    "ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, customer_id, "
+    "dim_reach_speed"
 )
 
 
@@ -97,32 +101,37 @@ class TicketStage:
         steps_sql = f"SELECT {_STEP_COLUMNS} FROM {db}.ticket_events WHERE {where}"
         # One query for all their follow-ups: the same condition as a subquery, not the ids inline
         # (a restart restores a million tickets; ids inline need a query per few thousand).
-        followups_sql = (
-            f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
-            f"customer_id, dim_reach_speed FROM {db}.satisfaction_events WHERE ticket_id != '' AND "
-            + (where if by_ids else f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_events WHERE {where})")
+        followups_sql = f"SELECT {_FOLLOWUP_COLUMNS} FROM {db}.satisfaction_events WHERE ticket_id != '' AND " + (
+            where if by_ids else f"ticket_id IN (SELECT ticket_id FROM {db}.ticket_events WHERE {where})"
         )
         if by_ids:
             client = self.writer.client
             steps = client.query(steps_sql, parameters=parameters).result_rows
             followups = client.query(followups_sql, parameters=parameters).result_rows if steps else []
-        else:
-            steps, followups = self.writer.rows(steps_sql, parameters), None
+            loaded = self._add_steps(steps)
+            self._add_followups(followups, loaded)
+            return len(loaded)
+        with closing(self.writer.rows(steps_sql, parameters)) as steps:  # a stream left open holds the connection
+            loaded = self._add_steps(steps)
+        if loaded:
+            with closing(self.writer.rows(followups_sql, parameters)) as followups:
+                self._add_followups(followups, loaded)
+        return len(loaded)
+
+    def _add_steps(self, rows: Iterable[Sequence]) -> set[str]:
         loaded = set()
         add_step = self.store.add_step
-        with closing(steps) if followups is None else nullcontext():  # a stream left open holds the connection
-            for row in steps:
-                ticket_id, partition, step = _step_from_row(row)
-                add_step(ticket_id, step, partition)
-                loaded.add(ticket_id)
-        if loaded and followups is None:
-            followups = self.writer.rows(followups_sql, parameters)
+        for row in rows:
+            ticket_id, partition, step = _step_from_row(row)
+            add_step(ticket_id, step, partition)
+            loaded.add(ticket_id)
+        return loaded
+
+    def _add_followups(self, rows: Iterable[Sequence], loaded: set[str]) -> None:
         add_followup = self.store.add_followup
-        with closing(followups) if hasattr(followups, "close") else nullcontext():
-            for row in followups or ():
-                if row[0] in loaded:  # a follow-up of a ticket with no known step is not history to restore
-                    add_followup(*_followup_from_row(row))
-        return len(loaded)
+        for row in rows:
+            if row[0] in loaded:  # a follow-up of a ticket with no known step is not history to restore
+                add_followup(*_followup_from_row(row))
 
     def reload(self, ticket_ids: Iterable[str]) -> int:
         """Bring tickets that are not in memory back from ClickHouse (their full history)."""
@@ -163,8 +172,7 @@ class TicketStage:
         db = self.writer.database
         since = datetime.now(timezone.utc) - self.settings.open_max_age  # how long the store keeps them too
         rows = self.writer.client.query(
-            f"SELECT ticket_id, event_id, event_time, overall_score, problem_solved, nps, channel, source_system, "
-            f"customer_id, dim_reach_speed, kafka_partition FROM {db}.satisfaction_events "
+            f"SELECT {_FOLLOWUP_COLUMNS}, kafka_partition FROM {db}.satisfaction_events "
             f"WHERE ticket_id != '' AND kafka_partition IN %(parts)s AND event_time >= %(since)s "
             f"AND ticket_id NOT IN (SELECT ticket_id FROM {db}.ticket_events WHERE kafka_partition IN %(parts)s "
             # only the candidates' steps: not a set of every ticket id of these partitions

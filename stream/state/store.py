@@ -87,9 +87,11 @@ class TicketStore:
         """Add a follow-up; ``partition`` (its satisfaction event's, the same number as the ticket's events:
         co-partitioned) places a ticket known only by its follow-ups, so a rebalance hands it over too."""
         rec = self.records.get(ticket_id)
-        if rec is not None and rec.partition is not None:
-            partition = None  # the ticket's steps place it
-        return self.record(ticket_id, partition).add_followup(followup)
+        if rec is None:
+            rec = self.records[ticket_id] = TicketRecord(partition)
+        elif rec.partition is None:
+            rec.partition = partition  # otherwise the ticket's steps place it
+        return rec.add_followup(followup)
 
     def _watch(self, ticket_id: str, rec: TicketRecord) -> None:
         deadline = rec.sla_deadline()
