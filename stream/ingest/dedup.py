@@ -8,6 +8,12 @@ dropped first). After a restart the worker warms it from ClickHouse, so events
 redelivered after a crash are recognised too; ClickHouse's ReplacingMergeTree
 is the backstop for anything older.
 
+Millions of ids are held (a week of events), so each generation keeps its ids
+as a set only until it has ``freeze_at`` of them; then they become a sorted
+numpy array of their UTF-8 bytes, which a batch searches all at once: about
+12 bytes for a 11-character id instead of about 90 for a string in a set. The
+arrays are exact: a lookup compares whole ids, it never guesses from a hash.
+
 >>> seen = SeenIds(horizon_s=3600, max_ids=10, clock=lambda: 0.0)
 >>> seen.add_new(["a", "b", "a", "c"])
 [True, True, False, True]
@@ -15,6 +21,11 @@ is the backstop for anything older.
 [False, True]
 >>> len(seen)
 4
+>>> frozen = SeenIds(horizon_s=3600, max_ids=100, clock=lambda: 0.0, freeze_at=2)
+>>> frozen.add_new(["a", "b"]), frozen.add_new(["c", "a", "b", "c"])  # "a" and "b" are in an array by now
+([True, True], [True, False, False, False])
+>>> frozen.forget(["a"]); frozen.add_new(["a", "a"])  # a failed store un-sees an id, even once frozen
+[True, False]
 """
 
 from __future__ import annotations
@@ -22,48 +33,106 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+import numpy as np
+
+_END = b"\x01"  # ends every stored id: numpy's bytes arrays drop trailing NULs, so "a\x00" would equal "a"
+
+
+def _encode(event_ids: Iterable[str]) -> np.ndarray:
+    return np.array([e.encode() + _END for e in event_ids], dtype=np.bytes_)
+
+
+class _Generation:
+    """The ids of one generation: recent ones in a set, the rest in sorted arrays (runs)."""
+
+    __slots__ = ("recent", "runs", "frozen")
+
+    def __init__(self) -> None:
+        self.recent: set[str] = set()
+        self.runs: list[np.ndarray] = []
+        self.frozen = 0  # ids in the runs
+
+    def __len__(self) -> int:
+        return len(self.recent) + self.frozen
+
+    def freeze(self) -> None:
+        self.runs.append(np.sort(_encode(self.recent)))
+        self.frozen += len(self.recent)
+        self.recent = set()
+        if len(self.runs) > 4:  # few runs to search: merge them (a sort of millions of short ids takes ~0.1 s)
+            self.runs = [np.sort(np.concatenate(self.runs))]
+
+    def in_runs(self, keys: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(keys), dtype=bool)
+        for run in self.runs:
+            at = np.searchsorted(run, keys)
+            at[at == len(run)] = 0
+            found |= run[at] == keys
+        return found
+
 
 class SeenIds:
-    def __init__(self, horizon_s: float, max_ids: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, horizon_s: float, max_ids: int, clock: Callable[[], float] = time.monotonic,
+                 freeze_at: int = 100_000):  # fmt: skip
         self._half = horizon_s / 2
         self._max = max_ids
         self._clock = clock
-        self._current: set[str] = set()
-        self._previous: set[str] = set()
+        self._freeze_at = freeze_at
+        self._current = _Generation()
+        self._previous = _Generation()
+        self._unseen: set[str] = set()  # frozen ids that forget() took back
         self._rotated_at = clock()
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)
 
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self._current or event_id in self._previous
+        return self._seen(event_id, bool(self._frozen_hits([event_id])[0]))
+
+    def _seen(self, event_id: str, frozen_hit: bool) -> bool:
+        return (frozen_hit and event_id not in self._unseen) or event_id in self._current.recent or (
+            event_id in self._previous.recent
+        )
+
+    def _frozen_hits(self, event_ids: list[str]) -> np.ndarray:
+        if not (self._current.runs or self._previous.runs):
+            return np.zeros(len(event_ids), dtype=bool)
+        keys = _encode(event_ids)
+        return self._current.in_runs(keys) | self._previous.in_runs(keys)
 
     def _rotate_if_due(self) -> None:
         now = self._clock()
         if now - self._rotated_at >= self._half:
-            self._previous, self._current = self._current, set()
+            self._previous, self._current = self._current, _Generation()
             self._rotated_at = now
 
     def add_new(self, event_ids: Iterable[str]) -> list[bool]:
         """Mark ids as seen; True where an id is new (also within the same batch)."""
         self._rotate_if_due()
+        event_ids = list(event_ids)
         out = []
-        for event_id in event_ids:
-            if event_id in self._current or event_id in self._previous:
+        for event_id, frozen_hit in zip(event_ids, self._frozen_hits(event_ids).tolist()):
+            if self._seen(event_id, frozen_hit):
                 out.append(False)
                 continue
             # Each generation holds at most half the cap: a full one becomes the
             # previous generation and the oldest is dropped, never all at once.
             if len(self._current) >= max(1, self._max // 2):
-                self._previous, self._current = self._current, set()
+                self._previous, self._current = self._current, _Generation()
             if len(self._current) + len(self._previous) >= self._max:
-                self._previous = set()
-            self._current.add(event_id)
+                self._previous = _Generation()
+            self._unseen.discard(event_id)
+            self._current.recent.add(event_id)
             out.append(True)
+        if len(self._current.recent) >= self._freeze_at:
+            self._current.freeze()
         return out
 
     def forget(self, event_ids: Iterable[str]) -> None:
         """Undo :meth:`add_new` for ids whose storage failed, so a retry is not mistaken for a resend."""
-        for event_id in event_ids:
-            self._current.discard(event_id)
-            self._previous.discard(event_id)
+        event_ids = list(event_ids)
+        for event_id, frozen_hit in zip(event_ids, self._frozen_hits(event_ids).tolist()):
+            self._current.recent.discard(event_id)
+            self._previous.recent.discard(event_id)
+            if frozen_hit:
+                self._unseen.add(event_id)

@@ -157,8 +157,8 @@ class TicketStage:
             return 0
         n = self._load(*(where or self.open_tickets(parts)))
         waiting = self._restore_waiting_followups(parts)
-        for rec in self.store.records.values():
-            self._advance(rec.last_event_time())
+        self.store.settle()
+        self._advance(self.store.newest_event_time())
         log.info("restored %d open tickets and %d follow-ups waiting for their ticket, of partitions %s, from ClickHouse",
                  n, waiting, parts)  # fmt: skip
         return n
@@ -231,7 +231,9 @@ class TicketStage:
                 if s.ticket_id:
                     self.store.add_followup(s.ticket_id, FollowUp.from_event(s), a.record.partition)
                     touched.add(s.ticket_id)
-        return [self.store.records[t].state(t, clock) for t in sorted(touched) if t in self.store]
+        states = [self.store.state(t, clock) for t in sorted(touched) if t in self.store]
+        self.store.settle()  # packed again until their next event (a million open tickets: stream.state.packed)
+        return states
 
     def sla_clock(self, caught_up: bool, now: datetime | None = None) -> datetime:
         """The time silent tickets are judged at.
@@ -249,7 +251,7 @@ class TicketStage:
 
     def check_sla(self, clock: datetime) -> list[TicketState]:
         """States of open tickets that went past their deadline by ``clock`` (each reported once)."""
-        return [self.store.records[t].state(t, clock) for t in self.store.overdue(clock)]
+        return [self.store.state(t, clock) for t in self.store.overdue(clock)]
 
     def evict(self, clock: datetime) -> int:
         """Drop tickets past their retention (see :meth:`TicketStore.evict`); 0 if not due.

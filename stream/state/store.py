@@ -1,7 +1,9 @@
 """Bounded, partition-aware store of ticket lifecycles (synchronous, no I/O).
 
 The stream keeps a :class:`~stream.state.lifecycle.TicketRecord` (the set of a
-ticket's steps and follow-ups) for open and recently closed tickets only:
+ticket's steps and follow-ups) for open and recently closed tickets only, packed
+into bytes between batches (:mod:`stream.state.packed`: a million open tickets
+are a million records):
 
 - a closed ticket leaves ``closed_retention`` after its final close, an open
   one after ``open_max_age`` without events, and past ``max_tickets`` the
@@ -22,7 +24,19 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
 from ..topology import TicketStateSettings
+from . import packed
 from .lifecycle import FollowUp, Step, TicketRecord
+
+#: unpacked records held before the oldest are packed again (a restore of millions stays packed as it goes)
+_HOT_MAX = 65_536
+
+
+def _header(v: TicketRecord | bytes) -> tuple[bool, int | None, int, int]:
+    """(closed, partition, SLA deadline, last event time) of a record, packed or not; times in µs."""
+    if type(v) is bytes:
+        closed, part, _, _, deadline, last = packed.HEADER.unpack_from(v)
+        return bool(closed), None if part < 0 else part, deadline, last
+    return v.is_closed(), v.partition, packed.micros(v.sla_deadline()), packed.micros(v.last_event_time())
 
 
 class _Partitions(Mapping):
@@ -30,32 +44,35 @@ class _Partitions(Mapping):
 
     __slots__ = ("_records",)
 
-    def __init__(self, records: dict[str, TicketRecord]):
+    def __init__(self, records: dict[str, TicketRecord | bytes]):
         self._records = records
 
     def __getitem__(self, ticket_id: str) -> int:
-        rec = self._records[ticket_id]
-        if rec.partition is None:
+        part = _header(self._records[ticket_id])[1]
+        if part is None:
             raise KeyError(ticket_id)
-        return rec.partition
+        return part
 
     def get(self, ticket_id: str, default=None):
         rec = self._records.get(ticket_id)
-        return default if rec is None or rec.partition is None else rec.partition
+        part = None if rec is None else _header(rec)[1]
+        return default if part is None else part
 
     def __iter__(self) -> Iterator[str]:
-        return (t for t, rec in self._records.items() if rec.partition is not None)
+        return (t for t, rec in self._records.items() if _header(rec)[1] is not None)
 
     def __len__(self) -> int:
-        return sum(1 for rec in self._records.values() if rec.partition is not None)
+        return sum(1 for rec in self._records.values() if _header(rec)[1] is not None)
 
 
 class TicketStore:
     def __init__(self, settings: TicketStateSettings):
         self.settings = settings
-        self.records: dict[str, TicketRecord] = {}
+        #: ticket -> its record: packed at rest (:mod:`stream.state.packed`), as objects while a batch works on it
+        self.records: dict[str, TicketRecord | bytes] = {}
+        self._hot: set[str] = set()  # the records held as objects, packed again by settle()
         self.partition_of: Mapping[str, int] = _Partitions(self.records)
-        self._deadlines: list[tuple[datetime, str]] = []  # (sla deadline, ticket) of tickets that were open
+        self._deadlines: list[tuple[int, str]] = []  # (SLA deadline in µs, ticket) of tickets that were open
         self._overdue: set[str] = set()  # open tickets already reported past their deadline
 
     def __len__(self) -> int:
@@ -64,13 +81,41 @@ class TicketStore:
     def __contains__(self, ticket_id: str) -> bool:
         return ticket_id in self.records
 
-    def record(self, ticket_id: str, partition: int | None = None) -> TicketRecord:
+    def get(self, ticket_id: str) -> TicketRecord | None:
+        """The record as objects (unpacked for the caller: to change it, use :meth:`record`)."""
         rec = self.records.get(ticket_id)
-        if rec is None:
-            rec = self.records[ticket_id] = TicketRecord(partition)
-        elif partition is not None:
+        return packed.unpack(rec) if type(rec) is bytes else rec
+
+    def state(self, ticket_id: str, clock: datetime | None = None):
+        """The ticket's folded :class:`~stream.state.lifecycle.TicketState`."""
+        return self.get(ticket_id).state(ticket_id, clock)
+
+    def record(self, ticket_id: str, partition: int | None = None) -> TicketRecord:
+        """The record to change (created if new), held as objects until :meth:`settle`."""
+        rec = self.records.get(ticket_id)
+        if type(rec) is not TicketRecord:
+            if len(self._hot) >= _HOT_MAX:
+                self.settle()
+            rec = TicketRecord(partition) if rec is None else packed.unpack(rec)
+            self.records[ticket_id] = rec
+            self._hot.add(ticket_id)
+        if partition is not None:
             rec.partition = partition
         return rec
+
+    def settle(self) -> None:
+        """Pack the records changed since the last call (the end of a batch, or of a restore)."""
+        records = self.records
+        for t in self._hot:
+            rec = records.get(t)
+            if type(rec) is TicketRecord:
+                records[t] = packed.pack(rec)
+        self._hot.clear()
+
+    def newest_event_time(self) -> datetime | None:
+        """The latest event time over every ticket held."""
+        newest = max((_header(rec)[3] for rec in self.records.values()), default=packed.NO_TIME)
+        return packed.moment(newest)
 
     def add_step(self, ticket_id: str, step: Step, partition: int | None = None) -> bool:
         rec = self.record(ticket_id, partition)
@@ -86,27 +131,29 @@ class TicketStore:
     def add_followup(self, ticket_id: str, followup: FollowUp, partition: int | None = None) -> bool:
         """Add a follow-up; ``partition`` (its satisfaction event's, the same number as the ticket's events:
         co-partitioned) places a ticket known only by its follow-ups, so a rebalance hands it over too."""
-        rec = self.records.get(ticket_id)
-        if rec is None:
-            rec = self.records[ticket_id] = TicketRecord(partition)
-        elif rec.partition is None:
+        rec = self.record(ticket_id)
+        if rec.partition is None:
             rec.partition = partition  # otherwise the ticket's steps place it
         return rec.add_followup(followup)
 
     def _watch(self, ticket_id: str, rec: TicketRecord) -> None:
         deadline = rec.sla_deadline()
         if deadline is not None and not rec.is_closed():
-            heapq.heappush(self._deadlines, (deadline, ticket_id))
+            heapq.heappush(self._deadlines, (packed.micros(deadline), ticket_id))
             self._overdue.discard(ticket_id)  # a reopen or a new deadline arms the check again
 
     def overdue(self, clock: datetime) -> list[str]:
         """Open tickets whose SLA deadline passed by ``clock`` and that were not reported yet."""
         due = []
         heap = self._deadlines
-        while heap and heap[0][0] <= clock:
+        now = packed.micros(clock)
+        while heap and heap[0][0] <= now:
             deadline, ticket_id = heapq.heappop(heap)
             rec = self.records.get(ticket_id)
-            if rec is None or rec.is_closed() or rec.sla_deadline() != deadline or ticket_id in self._overdue:
+            if rec is None or ticket_id in self._overdue:
+                continue
+            closed, _, current, _ = _header(rec)
+            if closed or current != deadline:
                 continue  # stale heap entry: evicted, closed, deadline moved, or already reported
             self._overdue.add(ticket_id)
             due.append(ticket_id)
@@ -117,8 +164,8 @@ class TicketStore:
         for t in ticket_ids:
             rec = self.records.get(t)
             self._overdue.discard(t)
-            if rec is not None and rec.sla_deadline() is not None:
-                heapq.heappush(self._deadlines, (rec.sla_deadline(), t))
+            if rec is not None and (deadline := _header(rec)[2]) != packed.NO_TIME:
+                heapq.heappush(self._deadlines, (deadline, t))
 
     def evict(self, clock: datetime) -> int:
         """Drop tickets past their retention; then the stalest beyond ``max_tickets``."""
@@ -127,22 +174,28 @@ class TicketStore:
             closed_before, silent_before = clock - s.closed_retention, clock - s.open_max_age
         except OverflowError:  # the clock has not started (catching up, no event time yet): nothing is old
             closed_before = silent_before = clock
-        gone = [
-            t
-            for t, rec in self.records.items()
-            if (rec.last_event_time() or clock) < (closed_before if rec.is_closed() else silent_before)
-        ]
+        now, closed_before, silent_before = map(packed.micros, (clock, closed_before, silent_before))
+        gone = []
+        for t, rec in self.records.items():
+            closed, _, _, last = _header(rec)
+            if (now if last == packed.NO_TIME else last) < (closed_before if closed else silent_before):
+                gone.append(t)
         excess = len(self.records) - len(gone) - s.max_tickets
         if excess > 0:
             leaving = set(gone)
             keep = (t for t in self.records if t not in leaving)
-            gone += heapq.nsmallest(excess, keep, key=lambda t: self.records[t].last_event_time() or clock)
+
+            def stalest(t: str) -> int:
+                last = _header(self.records[t])[3]
+                return now if last == packed.NO_TIME else last
+
+            gone += heapq.nsmallest(excess, keep, key=stalest)
         self._forget(gone)
         return len(gone)
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         lost = set(partitions)
-        gone = [t for t, rec in self.records.items() if rec.partition in lost]
+        gone = [t for t, rec in self.records.items() if _header(rec)[1] in lost]
         self._forget(gone)
         return len(gone)
 
@@ -150,6 +203,7 @@ class TicketStore:
         for t in tickets:
             self.records.pop(t, None)
             self._overdue.discard(t)
+            self._hot.discard(t)
         if len(self._deadlines) > 2 * len(self.records) + 1024:
             # Stale entries are skipped lazily; rebuild when they dominate, to bound the heap too.
             self._deadlines = [(d, t) for d, t in self._deadlines if t in self.records]
