@@ -121,3 +121,55 @@ def test_the_eviction_scan_runs_as_the_clock_moves_not_at_every_sla_check():
     stage.settings = stage.store.settings = settings(closed_retention="72h", open_max_age="30d", max_tickets=1)
     stage.evict(T0 + timedelta(hours=3, minutes=5))  # over max_tickets: due at once
     assert len(scans) == 5 and len(stage.store) == 1
+
+
+# -- packed records (issue 8: a million open tickets held) ---------------------------------------------------
+def test_a_packed_ticket_folds_to_the_same_state_whatever_the_offsets_of_its_times():
+    from stream.state import packed
+    from stream.state.lifecycle import TicketRecord
+
+    cst = timezone(timedelta(hours=8))
+    rec = TicketRecord(partition=5)
+    rec.add_step(step("T1", "created", T0.astimezone(cst), sla_deadline=T0 + timedelta(hours=4), district="D1",
+                      channel="hotline", complaint_category="network", department="NOC"))  # fmt: skip
+    rec.add_step(step("T1", "closed", T0 + timedelta(hours=5), closure_type="resolved", problem_location="net"))
+    rec.add_step(step("T1", "reopened", T0 + timedelta(hours=6)))
+    rec.add_followup(FollowUp(event_id="S1", event_time=T0 + timedelta(hours=7), overall_score=3, problem_solved=False,
+                              nps=0, channel="hotline", source_system="SURVEY", customer_id="c", reach_speed=2))  # fmt: skip
+    blob = packed.pack(rec)
+    back = packed.unpack(blob)
+    assert back.state("T1", T0 + timedelta(days=1)) == rec.state("T1", T0 + timedelta(days=1))
+    assert (packed.is_closed(blob), packed.partition(blob)) == (False, 5)  # the reopen opened it again
+    assert packed.deadline(blob) == T0 + timedelta(hours=4)
+    assert packed.last_event_time(blob) == T0 + timedelta(hours=7)
+    assert packed.pack(back) == blob  # stable: packing what was unpacked gives the same bytes
+
+
+def test_a_restored_row_packed_directly_is_the_record_the_object_path_packs():
+    from stream.state import packed
+    from stream.state.lifecycle import TicketRecord
+    from stream.state.stage import _step_from_row
+
+    naive = T0.replace(tzinfo=None)  # the driver's DateTime64('UTC') values
+    row = ("T9", "e-1", naive, "created", "CRM", "c-9", "", "", naive + timedelta(days=2), "P01", "P01-C01",
+           "P01-C01-D01", "hotline", "mobile", "network", "no_signal", "gold", "", 4)  # fmt: skip
+    ticket_id, blob = packed.pack_step_row(row)
+    t, part, s = _step_from_row(row)
+    rec = TicketRecord(part)
+    rec.add_step(s)
+    assert (ticket_id, blob) == (t, packed.pack(rec))
+    assert packed.unpack(blob).state("T9") == rec.state("T9")
+
+
+def test_the_store_packs_at_settle_and_keeps_every_answer():
+    store = TicketStore(settings())
+    store.add_step("T1", step("T1", "created", T0, sla_deadline=T0 + timedelta(hours=1)), partition=2)
+    before = store.state("T1", T0)
+    store.settle()
+    assert type(store.records["T1"]) is bytes
+    assert store.state("T1", T0) == before and store.partition_of["T1"] == 2
+    assert store.newest_event_time() == T0
+    store.add_step("T1", step("T1", "closed", T0 + timedelta(minutes=30), closure_type="resolved"))
+    store.settle()
+    assert store.state("T1").status == "closed"
+    assert store.overdue(T0 + timedelta(hours=2)) == []  # closed in time: its heap entry is stale

@@ -75,7 +75,7 @@ from ..state.stage import TicketStage
 from ..topology import Topology
 from .batch import BatchSplitter
 from .dedup import SeenIds
-from .records import Accepted, IngestBatch, RawRecord, Rejection
+from .records import Accepted, IngestBatch, RawRecord, Rejection, Tally
 
 log = logging.getLogger("cxstream.ingest")
 
@@ -120,8 +120,9 @@ class _Derived:
 class _Batch:
     """A polled batch, validated, its raw events stored and its state derived: waiting to be completed."""
 
-    polled: dict
-    batches: dict[str, IngestBatch]
+    offsets: dict  # topic partition -> the offset to commit
+    arrival_ms: int  # the earliest Kafka timestamp of the batch
+    tallies: dict[str, Tally]
     derived: _Derived
     records: int
     started: float
@@ -136,11 +137,11 @@ class Progress:
         self._last_time = time.monotonic()
         self.lag = 0
 
-    def add(self, batches: dict[str, IngestBatch]) -> None:
+    def add(self, batches: dict[str, Tally]) -> None:
         for b in batches.values():
-            self.totals["ingested"] += len(b.accepted)
+            self.totals["ingested"] += b.accepted
             self.totals["rejected"] += len(b.rejected)
-            self.totals["duplicate"] += len(b.duplicates)
+            self.totals["duplicate"] += b.duplicates
 
     def line(self) -> str:
         now = time.monotonic()
@@ -384,7 +385,11 @@ class IngestAgent(Service):
                     derived = results[-1]
                 if failed:
                     raise failed[0]
-                return _Batch(polled, batches, derived, len(records), started)
+                # Only the commit positions, the counts and the rejections are needed from here on: the
+                # events and the polled messages are freed while the next batch is derived.
+                offsets = {tp: msgs[-1].offset + 1 for tp, msgs in polled.items()}
+                tallies = {contract: b.tally() for contract, b in batches.items()}
+                return _Batch(offsets, arrival_ms, tallies, derived, len(records), started)
             except _Stopping:
                 return None  # not committed: redelivered to whoever takes over
             except Exception as exc:
@@ -401,12 +406,12 @@ class IngestAgent(Service):
 
     async def _complete(self, work: "_Batch") -> bool:
         """Store a prepared batch's derived rows, publish, commit; False if stopped before the commit."""
-        polled, derived = work.polled, work.derived
+        derived = work.derived
         attempt = 0
         while True:
             try:
                 await asyncio.to_thread(self._store_checked, derived)
-                await self._publish(work.batches, derived)
+                await self._publish(work.tallies, derived)
                 break
             except _Stopping:
                 return False
@@ -414,13 +419,13 @@ class IngestAgent(Service):
                 if not await self._backoff(exc, work.records, attempt := attempt + 1):
                     return False
         try:
-            await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in polled.items()})
+            await self.consumer.commit(work.offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             # Partitions moved to another worker mid-batch: it will redeliver
             # this batch, which is stored idempotently. Not an error for us.
             log.warning("offsets of a stored batch not committed (%s); the new owner redelivers it", exc)
         self.last_commit_at = time.perf_counter()
-        behind = time.time() - min(msgs[0].timestamp for msgs in polled.values()) / 1000
+        behind = time.time() - work.arrival_ms / 1000
         if behind >= 0:  # a time-lapse simulated feed stamps arrival times ahead of the wall clock
             metrics.EVENT_TO_COMMIT_SECONDS.observe(behind)
         if derived.alerts:
@@ -437,7 +442,7 @@ class IngestAgent(Service):
             gc.unfreeze()
             gc.collect()
             gc.freeze()
-        self._count(work.batches)
+        self._count(work.tallies)
         self.batches_done += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - work.started)
         return True
@@ -670,7 +675,7 @@ class IngestAgent(Service):
             if not self._stopping and self.tickets.evict(clock):
                 self.indicators.forget_tickets(self.tickets.store.records)
 
-    async def _publish(self, batches: dict[str, IngestBatch], derived: _Derived) -> None:
+    async def _publish(self, batches: dict[str, Tally], derived: _Derived) -> None:
         """Dead letters (original bytes, reason in headers) and indicator updates; waits for the acks."""
         assert self.producer is not None
         futures = [
@@ -702,12 +707,12 @@ class IngestAgent(Service):
             await asyncio.gather(*futures)
             metrics.MESSAGES_OUT.labels(topic).inc(len(futures))
 
-    def _count(self, batches: dict[str, IngestBatch]) -> None:
+    def _count(self, batches: dict[str, Tally]) -> None:
         for contract, b in batches.items():
             stream = contract
-            metrics.EVENTS.labels(stream, "ingested").inc(len(b.accepted))
+            metrics.EVENTS.labels(stream, "ingested").inc(b.accepted)
             metrics.EVENTS.labels(stream, "rejected").inc(len(b.rejected))
-            metrics.EVENTS.labels(stream, "duplicate").inc(len(b.duplicates))
+            metrics.EVENTS.labels(stream, "duplicate").inc(b.duplicates)
             for r in b.rejected:
                 metrics.REJECTS.labels(stream, r.reason).inc()
         self.progress.add(batches)

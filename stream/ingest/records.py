@@ -55,3 +55,19 @@ class IngestBatch:
     accepted: list[Accepted]
     rejected: list[Rejection]
     duplicates: list[Accepted]  # valid events whose event_id was already seen (resends)
+
+    def tally(self) -> "Tally":
+        return Tally(len(self.accepted), self.rejected, len(self.duplicates))
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a batch keeps once its state is derived: counts and the rejections (for the dead letters).
+
+    The validated events (about 2 KB each) are not kept while the batch waits for its commit: with two
+    batches in flight of 50,000 events, that is about 100 MB less.
+    """
+
+    accepted: int
+    rejected: list[Rejection]
+    duplicates: int

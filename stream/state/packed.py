@@ -53,17 +53,21 @@ _FOLLOWUP = struct.Struct("<qbbbbIIHH")
 # Categorical values (codes, regions, departments ...) repeat across millions of steps: each is stored once, in
 # this process-wide table, and a step holds its index. Code 0 is None. The table only grows, by distinct values.
 _values: list[str | None] = [None]
-_code_of: dict[str, int] = {}
+_code_of: dict[str | None, int] = {None: 0}
+_known = _code_of.get
 
 
 def _code(value: str | None) -> int:
-    if value is None:
-        return 0
     code = _code_of.get(value)
     if code is None:
         code = _code_of[value] = len(_values)
         _values.append(value)
     return code
+
+
+def _codes(*values: str | None) -> list[int]:
+    codes = list(map(_known, values))  # one C loop: the usual case, every value known
+    return codes if None not in codes else [_code(v) for v in values]
 
 
 def micros(t: datetime | None) -> int:
@@ -86,10 +90,10 @@ def pack(rec: TicketRecord) -> bytes:
     for s in rec.steps:
         eid, cust = s.event_id.encode(), s.customer_id.encode()
         parts.append(_STEP.pack(
-            micros(s.event_time), micros(s.sla_deadline), _code(s.step), _code(s.source_system), _code(s.department),
-            _code(s.closure_type), _code(s.province), _code(s.city), _code(s.district), _code(s.channel),
-            _code(s.business_line), _code(s.complaint_category), _code(s.complaint_phenomenon),
-            _code(s.customer_tier), _code(s.problem_location), len(eid), len(cust),
+            micros(s.event_time), micros(s.sla_deadline), *_codes(
+                s.step, s.source_system, s.department, s.closure_type, s.province, s.city, s.district, s.channel,
+                s.business_line, s.complaint_category, s.complaint_phenomenon, s.customer_tier, s.problem_location,
+            ), len(eid), len(cust),
         ))  # fmt: skip
         parts += (eid, cust)
     for f in rec.followups:
@@ -102,6 +106,26 @@ def pack(rec: TicketRecord) -> bytes:
     parts[0] = HEADER.pack(rec.is_closed(), _small(rec.partition), len(rec.steps), len(rec.followups),
                             micros(rec.sla_deadline()), micros(last))  # fmt: skip
     return b"".join(parts)
+
+
+def pack_step_row(row: tuple) -> tuple[str, bytes]:
+    """A stored step of a ticket with no other step known yet, packed straight from its ``ticket_events`` row.
+
+    The restore of a million open tickets packs each one this way, with no :class:`Step` or record built
+    and packed again. ``row``: ticket id, event id, event time, step, source system, customer id,
+    department, closure type, SLA deadline, province, city, district, channel, business line, category,
+    phenomenon, tier, problem location, Kafka partition (times naive UTC, as the driver returns them; an empty
+    string is no value).
+    """
+    (ticket_id, event_id, event_time, step, source, customer, department, closure, deadline, province, city,
+     district, channel, line, category, phenomenon, tier, location, part) = row  # fmt: skip
+    eid, cust = event_id.encode(), customer.encode()
+    t, dl = micros(event_time), micros(deadline)
+    codes = _codes(step, source, department or None, closure or None, province or None, city or None,
+                   district or None, channel or None, line or None, category or None, phenomenon or None,
+                   tier or None, location or None)  # fmt: skip
+    head = HEADER.pack(step == "closed", _small(part), 1, 0, dl, t)
+    return ticket_id, b"".join((head, _STEP.pack(t, dl, *codes, len(eid), len(cust)), eid, cust))
 
 
 def unpack(blob: bytes) -> TicketRecord:

@@ -31,6 +31,7 @@ from ..ingest.records import IngestBatch
 from ..sink.clickhouse import Writer
 from ..topology import TicketStateSettings
 from .lifecycle import FollowUp, Step, TicketState
+from .packed import pack_step_row
 from .store import TicketStore
 
 log = logging.getLogger("cxstream.state")
@@ -120,10 +121,15 @@ class TicketStage:
 
     def _add_steps(self, rows: Iterable[Sequence]) -> set[str]:
         loaded = set()
-        add_step = self.store.add_step
+        store = self.store
         for row in rows:
-            ticket_id, partition, step = _step_from_row(row)
-            add_step(ticket_id, step, partition)
+            if row[0] in store:  # a further step of a ticket: added to its record, in journey order
+                ticket_id, partition, step = _step_from_row(row)
+                store.add_step(ticket_id, step, partition)
+            else:  # the first (most often the only) step known: packed as it is read
+                ticket_id, blob = pack_step_row(row)
+                ticket_id = sys.intern(ticket_id)  # shared with the contributions and histories restored next
+                store.put(ticket_id, blob)
             loaded.add(ticket_id)
         return loaded
 

@@ -103,6 +103,14 @@ class TicketStore:
             rec.partition = partition
         return rec
 
+    def put(self, ticket_id: str, blob: bytes) -> None:
+        """A new ticket, already packed (a restore: :func:`~stream.state.packed.pack_step_row`)."""
+        self.records[ticket_id] = blob
+        closed, _, deadline, _ = _header(blob)
+        if deadline != packed.NO_TIME and not closed:
+            heapq.heappush(self._deadlines, (deadline, ticket_id))
+            self._overdue.discard(ticket_id)
+
     def settle(self) -> None:
         """Pack the records changed since the last call (the end of a batch, or of a restore)."""
         records = self.records
