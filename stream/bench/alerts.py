@@ -119,7 +119,7 @@ async def _run(settings: Settings, topology: Topology, bootstrap: str, records: 
     original = agent._complete  # noqa: SLF001 (a batch's storing, publishing and commit)
 
     async def timed(work):
-        first = min(msgs[0].timestamp for msgs in work.polled.values())
+        first = work.arrival_ms  # the earliest Kafka timestamp of the batch
         committed = await original(work)
         if committed:
             batch_latencies.append(time.time() - first / 1000)
