@@ -37,7 +37,7 @@ def test_state_stays_bounded_over_many_open_and_close_cycles():
     assert 2_000 <= peak <= 2_700
     store.evict(at)
     assert len(store.records) == len(store.partition_of) <= 2_200
-    assert len(store._deadlines) <= 2 * len(store.records) + 1024  # the SLA heap is bounded too
+    assert store.filed_deadlines() <= 2 * len(store.records) + 1024  # the SLA filing is bounded too
 
 
 def test_max_tickets_drops_the_stalest_first():
@@ -173,3 +173,46 @@ def test_the_store_packs_at_settle_and_keeps_every_answer():
     store.settle()
     assert store.state("T1").status == "closed"
     assert store.overdue(T0 + timedelta(hours=2)) == []  # closed in time: its heap entry is stale
+
+
+def test_deadlines_filed_by_the_minute_come_due_at_their_own_second():
+    store = TicketStore(settings())
+    store.add_step("A", step("A", "created", T0, sla_deadline=T0 + timedelta(minutes=5, seconds=10)))
+    store.add_step("B", step("B", "created", T0, sla_deadline=T0 + timedelta(minutes=5, seconds=50)))
+    assert store.overdue(T0 + timedelta(minutes=5, seconds=30)) == ["A"]  # same minute, B still ahead
+    assert store.overdue(T0 + timedelta(minutes=5, seconds=50)) == ["B"]
+    assert store.overdue(T0 + timedelta(hours=1)) == []
+
+
+def test_overdue_matches_a_plain_scan_of_open_tickets():
+    """Random deadlines, closes, reopens and moved deadlines, checked as the clock moves: each open ticket past its
+    current deadline is reported exactly once per arming, as a scan of every ticket would find it."""
+    import random
+
+    rng = random.Random(3)
+    store = TicketStore(settings(open_max_age="365d", closed_retention="365d"))
+    armed: set[str] = set()  # open, with a deadline, not reported since its last arming
+    n = 0
+    for tick in range(300):
+        clock = T0 + timedelta(seconds=20 * tick)
+        for _ in range(rng.randrange(4)):
+            t = f"T{rng.randrange(60)}"
+            at = clock + timedelta(seconds=rng.randrange(-30, 30))
+            n += 1
+            kind = rng.choice(["created", "closed", "reopened", "worked"]) if t in store else "created"
+            extra = {"sla_deadline": clock + timedelta(seconds=rng.randrange(0, 600))} if kind in ("created", "worked") \
+                else {"closure_type": "resolved"} if kind == "closed" else {}  # fmt: skip
+            store.add_step(t, Step(event_id=f"e{n}", event_time=at, step=kind, source_system="CRM", customer_id="c", **extra))
+            if extra.get("sla_deadline") is not None or kind == "reopened":
+                armed.add(t)
+        store.settle()
+        due = store.overdue(clock)
+        expected = set()
+        for t in list(armed):
+            rec = store.get(t)
+            if rec.is_closed() or rec.sla_deadline() is None:
+                continue
+            if rec.sla_deadline() <= clock:
+                expected.add(t)
+                armed.discard(t)
+        assert sorted(due) == sorted(expected), tick

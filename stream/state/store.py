@@ -29,6 +29,8 @@ from .lifecycle import FollowUp, Step, TicketRecord
 
 #: unpacked records held before the oldest are packed again (a restore of millions stays packed as it goes)
 _HOT_MAX = 65_536
+#: SLA deadlines are filed by the minute they fall in: a list entry per ticket (~9 B), not a heap tuple (~96 B)
+_MINUTE_US = 60_000_000
 
 
 def _header(v: TicketRecord | bytes) -> tuple[bool, int | None, int, int]:
@@ -72,7 +74,10 @@ class TicketStore:
         self.records: dict[str, TicketRecord | bytes] = {}
         self._hot: set[str] = set()  # the records held as objects, packed again by settle()
         self.partition_of: Mapping[str, int] = _Partitions(self.records)
-        self._deadlines: list[tuple[int, str]] = []  # (SLA deadline in µs, ticket) of tickets that were open
+        # Tickets that were open with an SLA deadline, filed by the deadline's minute; the minutes in a heap.
+        self._due: dict[int, list[str]] = {}
+        self._due_minutes: list[int] = []
+        self._filed = 0  # entries in self._due (stale ones included, dropped as they come due)
         self._overdue: set[str] = set()  # open tickets already reported past their deadline
 
     def __len__(self) -> int:
@@ -108,7 +113,7 @@ class TicketStore:
         self.records[ticket_id] = blob
         closed, _, deadline, _ = _header(blob)
         if deadline != packed.NO_TIME and not closed:
-            heapq.heappush(self._deadlines, (deadline, ticket_id))
+            self._file(deadline, ticket_id)
             self._overdue.discard(ticket_id)
 
     def settle(self) -> None:
@@ -147,24 +152,46 @@ class TicketStore:
     def _watch(self, ticket_id: str, rec: TicketRecord) -> None:
         deadline = rec.sla_deadline()
         if deadline is not None and not rec.is_closed():
-            heapq.heappush(self._deadlines, (packed.micros(deadline), ticket_id))
+            self._file(packed.micros(deadline), ticket_id)
             self._overdue.discard(ticket_id)  # a reopen or a new deadline arms the check again
+
+    def _file(self, deadline_us: int, ticket_id: str) -> None:
+        minute = deadline_us // _MINUTE_US
+        filed = self._due.get(minute)
+        if filed is None:
+            filed = self._due[minute] = []
+            heapq.heappush(self._due_minutes, minute)
+        filed.append(ticket_id)
+        self._filed += 1
 
     def overdue(self, clock: datetime) -> list[str]:
         """Open tickets whose SLA deadline passed by ``clock`` and that were not reported yet."""
-        due = []
-        heap = self._deadlines
+        due: list[str] = []
         now = packed.micros(clock)
-        while heap and heap[0][0] <= now:
-            deadline, ticket_id = heapq.heappop(heap)
-            rec = self.records.get(ticket_id)
-            if rec is None or ticket_id in self._overdue:
-                continue
-            closed, _, current, _ = _header(rec)
-            if closed or current != deadline:
-                continue  # stale heap entry: evicted, closed, deadline moved, or already reported
-            self._overdue.add(ticket_id)
-            due.append(ticket_id)
+        current_minute = now // _MINUTE_US
+        minutes = self._due_minutes
+        while minutes and minutes[0] <= current_minute:
+            minute = minutes[0]
+            filed = self._due[minute]
+            later = []  # this minute's deadlines still ahead of the clock
+            for ticket_id in filed:
+                rec = self.records.get(ticket_id)
+                if rec is None or ticket_id in self._overdue:
+                    continue  # evicted, or already reported
+                closed, _, deadline, _ = _header(rec)
+                if closed or deadline == packed.NO_TIME or deadline // _MINUTE_US != minute:
+                    continue  # stale entry: closed, or its deadline moved (filed again under its new minute)
+                if deadline > now:
+                    later.append(ticket_id)
+                elif ticket_id not in self._overdue:  # filed twice under one minute: reported once
+                    self._overdue.add(ticket_id)
+                    due.append(ticket_id)
+            self._filed -= len(filed) - len(later)
+            if later:
+                self._due[minute] = later
+                break  # the clock's own minute: the rest is not due yet
+            del self._due[minute]
+            heapq.heappop(minutes)
         return due
 
     def rearm(self, ticket_ids: Iterable[str]) -> None:
@@ -173,7 +200,7 @@ class TicketStore:
             rec = self.records.get(t)
             self._overdue.discard(t)
             if rec is not None and (deadline := _header(rec)[2]) != packed.NO_TIME:
-                heapq.heappush(self._deadlines, (deadline, t))
+                self._file(deadline, t)
 
     def evict(self, clock: datetime) -> int:
         """Drop tickets past their retention; then the stalest beyond ``max_tickets``."""
@@ -212,7 +239,13 @@ class TicketStore:
             self.records.pop(t, None)
             self._overdue.discard(t)
             self._hot.discard(t)
-        if len(self._deadlines) > 2 * len(self.records) + 1024:
-            # Stale entries are skipped lazily; rebuild when they dominate, to bound the heap too.
-            self._deadlines = [(d, t) for d, t in self._deadlines if t in self.records]
-            heapq.heapify(self._deadlines)
+        if self._filed > 2 * len(self.records) + 1024:
+            # Stale entries are skipped lazily; drop them when they dominate, to bound the filing too.
+            records = self.records
+            for minute, filed in list(self._due.items()):
+                self._due[minute] = [t for t in filed if t in records]
+            self._filed = sum(map(len, self._due.values()))
+
+    def filed_deadlines(self) -> int:
+        """Entries filed for the SLA check (bounded: at most about twice the tickets held)."""
+        return self._filed
