@@ -141,9 +141,13 @@ class CustomerHistory:
 
     ``update`` takes every new state of a ticket (the latest replaces the earlier); complaints created
     more than ``horizon`` before the latest event time seen are dropped by ``expire`` (called by
-    ``update`` every ``expire_every`` updates). A customer with no complaints left is forgotten; past
-    ``max_customers`` the customer updated longest ago is evicted.
+    ``update`` every ``expire_every`` updates, once the latest event time has moved on by a hundredth of the
+    horizon since the last time: ``expire`` scans every customer, and a million are held). A customer with no
+    complaints left is forgotten; past ``max_customers`` the customer updated longest ago is evicted. Reads
+    filter by the horizon themselves, so a complaint kept a little longer changes no feature.
     """
+
+    _expired_at = float("-inf")  # the latest event time at the last expire (class default: older pickles lack it)
 
     def __init__(
         self, horizon: timedelta = timedelta(days=30), max_customers: int = 500_000, expire_every: int = 10_000
@@ -204,7 +208,10 @@ class CustomerHistory:
         self._put(state.customer_id, c, newest=True)
         self._since_expire += 1
         if self._since_expire >= self.expire_every:
-            self.expire()
+            if self._watermark - self._expired_at >= self.horizon.total_seconds() / 100:
+                self.expire()
+            else:
+                self._since_expire = 0
 
     def add(self, customer_id: str, complaint: Complaint) -> None:
         """One complaint as stored (a restart rebuilds histories from ``ticket_state``)."""
@@ -227,6 +234,7 @@ class CustomerHistory:
         """Drop complaints created more than ``horizon`` before ``now`` (default: the latest event seen)."""
         self._since_expire = 0
         t = now.timestamp() if now is not None else self._watermark
+        self._expired_at = t
         lo = t - self.horizon.total_seconds()
         dropped = 0
         for cid, held in list(self._customers.items()):
