@@ -275,3 +275,21 @@ def test_decoding_is_as_strict_as_the_published_schema():
         assert [r.reason for r in rejected] == [reason], doc
     accepted, _ = decode_batch([RawRecord("t", 0, 0, 0, b"k", json.dumps(base).encode())], SatisfactionEvent)
     assert len(accepted) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("sla_deadline", "0001-01-01T00:00:00+08:00"), ("sla_deadline", "9999-12-31T20:00:00-08:00"),
+     ("event_time", "1899-12-31T23:59:59+00:00")],
+)  # fmt: skip
+def test_a_placeholder_time_is_rejected_out_of_range(field, value):
+    """Times ClickHouse cannot store (and no step happened at), e.g. a .NET DateTime.MinValue, go to the dead
+    letters with the field named; the worker's packed state never meets them."""
+    from stream.ingest.decode import classify
+
+    doc = json.loads(json.dumps(EXAMPLES["ticket_event"][0]))
+    doc.update({"step": "dispatched", "department": "NOC", field: value})
+    with pytest.raises(ValidationError) as err:
+        TicketEvent.model_validate_json(json.dumps(doc))
+    reason, where, _ = classify(err.value)
+    assert (reason, where) == ("out_of_range", field)

@@ -263,3 +263,24 @@ def test_frozen_ids_answer_like_a_set_over_many_batches():
         assert seen.add_new(batch) == expected
     assert len(seen) == len(truth) and all(e in seen for e in truth)
     assert "e-1\x00" not in truth or "e-1" in truth or "e-1" not in seen
+
+
+def test_one_long_id_does_not_widen_the_arrays_of_short_ones():
+    seen = SeenIds(horizon_s=10**9, max_ids=10**9, clock=lambda: 0.0, freeze_at=100)
+    seen.add_new([f"e-{i}" for i in range(99)] + ["長" * 128])
+    widths = {a.dtype.itemsize for runs in seen._current.runs.values() for a in runs}  # noqa: SLF001
+    assert max(w for w in widths if w < 100) <= 6 and 385 in widths  # "e-98" + end byte; 384 bytes + end byte
+    assert seen.add_new(["e-5", "長" * 128, "e-100"]) == [False, False, True]
+
+
+def test_a_taken_back_id_is_forgotten_with_its_generation():
+    now = [0.0]
+    seen = SeenIds(horizon_s=100, max_ids=10**6, clock=lambda: now[0], freeze_at=1)
+    seen.add_new(["a"])
+    seen.forget(["a"])  # frozen already: remembered as taken back
+    assert seen._unseen == {"a"}  # noqa: SLF001
+    now[0] = 60
+    seen.add_new(["b"])  # "a"'s generation is now the previous one
+    now[0] = 120
+    seen.add_new(["c"])  # and now dropped
+    assert seen._unseen == set()  # noqa: SLF001

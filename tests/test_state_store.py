@@ -134,8 +134,9 @@ def test_a_packed_ticket_folds_to_the_same_state_whatever_the_offsets_of_its_tim
                       channel="hotline", complaint_category="network", department="NOC"))  # fmt: skip
     rec.add_step(step("T1", "closed", T0 + timedelta(hours=5), closure_type="resolved", problem_location="net"))
     rec.add_step(step("T1", "reopened", T0 + timedelta(hours=6)))
-    rec.add_followup(FollowUp(event_id="S1", event_time=T0 + timedelta(hours=7), overall_score=3, problem_solved=False,
-                              nps=0, channel="hotline", source_system="SURVEY", customer_id="c", reach_speed=2))  # fmt: skip
+    rec.add_followup(FollowUp(event_id="S1", event_time=T0 + timedelta(hours=7), overall_score=3,
+                              problem_solved=False, nps=0, channel="hotline", source_system="SURVEY", customer_id="c",
+                              reach_speed=2))  # fmt: skip
     blob = packed.pack(rec)
     back = packed.unpack(blob)
     assert back.state("T1", T0 + timedelta(days=1)) == rec.state("T1", T0 + timedelta(days=1))
@@ -200,9 +201,13 @@ def test_overdue_matches_a_plain_scan_of_open_tickets():
             at = clock + timedelta(seconds=rng.randrange(-30, 30))
             n += 1
             kind = rng.choice(["created", "closed", "reopened", "worked"]) if t in store else "created"
-            extra = {"sla_deadline": clock + timedelta(seconds=rng.randrange(0, 600))} if kind in ("created", "worked") \
-                else {"closure_type": "resolved"} if kind == "closed" else {}  # fmt: skip
-            store.add_step(t, Step(event_id=f"e{n}", event_time=at, step=kind, source_system="CRM", customer_id="c", **extra))
+            extra: dict = {}
+            if kind in ("created", "worked"):
+                extra["sla_deadline"] = clock + timedelta(seconds=rng.randrange(0, 600))
+            elif kind == "closed":
+                extra["closure_type"] = "resolved"
+            store.add_step(t, Step(event_id=f"e{n}", event_time=at, step=kind, source_system="CRM", customer_id="c",
+                                   **extra))  # fmt: skip
             if extra.get("sla_deadline") is not None or kind == "reopened":
                 armed.add(t)
         store.settle()

@@ -9,10 +9,12 @@ has its own catalogue and they change without a release.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 Code = Annotated[
     str,
@@ -22,6 +24,21 @@ Code = Annotated[
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 """An identifier assigned by an upstream system (ticket, customer, event)."""
+
+#: the instants ClickHouse's DateTime64 stores (1900-2299, UTC)
+TIME_RANGE = (datetime(1900, 1, 1, tzinfo=timezone.utc), datetime(2299, 12, 31, 23, 59, 59, tzinfo=timezone.utc))
+
+
+def _in_range(t: datetime) -> datetime:
+    # A placeholder such as 0001-01-01 or 9999-12-31 is rejected here (dead letter, reason out_of_range): ClickHouse
+    # cannot store it, and it is not a time any step happened at.
+    if not TIME_RANGE[0] <= t <= TIME_RANGE[1]:
+        raise PydanticCustomError("time_out_of_range", "a time between 1900 and 2299 (UTC) is expected")
+    return t
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+"""A time with its UTC offset, between 1900 and 2299."""
 
 
 class Channel(StrEnum):
@@ -77,9 +94,9 @@ class Envelope(BaseModel):
         description="Unique id of this event, assigned by the source system. Resending an event with the same "
         "`event_id` is safe: it is counted once (idempotency)."
     )
-    event_time: AwareDatetime = Field(
+    event_time: EventTime = Field(
         description="When the step happened in the source system (ISO 8601 with offset, e.g. "
-        "`2026-11-20T09:15:00+08:00`). Indicators use event time, not arrival time."
+        "`2026-11-20T09:15:00+08:00`), between 1900 and 2299 UTC. Indicators use event time, not arrival time."
     )
     source_system: Code = Field(
         description="Code of the system that produced the event, e.g. `CRM`, `HOTLINE`, `NOC`, `FIELD`, `SURVEY`. "

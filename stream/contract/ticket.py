@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import AwareDatetime, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from .common import BusinessLine, Channel, Code, CustomerTier, Envelope, Identifier, Region
+from .common import BusinessLine, Channel, Code, CustomerTier, Envelope, EventTime, Identifier, Region
 
 
 class TicketStep(StrEnum):
@@ -123,8 +123,10 @@ class TicketEvent(Envelope):
         "`customer_premises`). Usually on `closed`.",
     )
     closure_type: ClosureType | None = Field(default=None, description="How the ticket was closed. Mandatory on `closed`.")
-    sla_deadline: AwareDatetime | None = Field(
-        default=None, description="When the ticket must be closed by. Mandatory on `created`; a later value replaces it."
+    sla_deadline: EventTime | None = Field(
+        default=None,
+        description="When the ticket must be closed by (1900-2299 UTC). Mandatory on `created`; a later value "
+        "replaces it.",
     )
     note: str | None = Field(default=None, max_length=2000, description="Free text from the handler; not analysed.")
 

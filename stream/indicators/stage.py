@@ -27,6 +27,7 @@ import logging
 import random
 import struct
 import sys
+import threading
 from collections.abc import Iterable
 from contextlib import closing
 from datetime import datetime, timezone
@@ -104,7 +105,7 @@ class IndicatorStage:
             facts = ticket_facts(s)
             new = _pack(partition_of.get(s.ticket_id, 0), facts)
             held = contrib.get(s.ticket_id)
-            if held is not None and held[2:] == new[2:]:  # bytes after the partition
+            if held is not None and held[4:] == new[4:]:  # the bytes after the partition
                 contrib[s.ticket_id] = new  # the partition may have changed
                 continue
             # Only the facts that changed move: an unchanged fact in a final window is not "late".
@@ -195,13 +196,14 @@ class IndicatorStage:
             del self.contrib[t]
 
 
-_HEAD = struct.Struct("<hI")  # partition, cell code
+_HEAD = struct.Struct("<iI")  # partition, cell code
 _FACT = struct.Struct("<qB")  # epoch seconds, counters
 _COUNTER = struct.Struct("<Bd")  # counter index, value
 _NO_CELL = 0xFFFFFFFF
 # Cells are districts x channels x business lines: a code each, in one table per process.
 _cells: list[Cell] = []
 _cell_code: dict[Cell, int] = {}
+_new_cell = threading.Lock()
 
 
 def _pack(partition: int, facts: tuple[Fact, ...]) -> bytes:
@@ -214,15 +216,18 @@ def _pack(partition: int, facts: tuple[Fact, ...]) -> bytes:
     >>> cell = Cell("P", "C", "D", "hotline", "mobile")
     >>> facts = ((100, cell, ((0, 1.0),)), (200, cell, ((3, 1.0), (5, 7.5))))
     >>> _partition(_pack(4, facts)), _unpack(_pack(4, facts)) == facts, len(_pack(4, facts))
-    (4, True, 51)
+    (4, True, 53)
     """
     if not facts:
         return _HEAD.pack(partition, _NO_CELL)
     cell = facts[0][1]
     code = _cell_code.get(cell)
     if code is None:
-        code = _cell_code[cell] = len(_cells)
-        _cells.append(cell)
+        with _new_cell:  # two workers in one process may meet a new cell at once
+            code = _cell_code.get(cell)
+            if code is None:
+                _cells.append(cell)
+                code = _cell_code[cell] = len(_cells) - 1
     parts = [_HEAD.pack(partition, code)]
     for t, c, counters in facts:
         if c is not cell and c != cell:

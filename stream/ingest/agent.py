@@ -211,6 +211,7 @@ class IngestAgent(Service):
         self.on_alerts = None  # called with the Alert documents of each committed batch (delivery)
         self._alerts_restored = False
         self._sla_backlog: list[_Derived] = []
+        self._sla_storing = asyncio.Lock()
         self.ticket_topic = topology.topics["ticket_events"].name
         self._sla_checked_at = 0.0
         self._full_gc_at = time.monotonic()
@@ -634,7 +635,15 @@ class IngestAgent(Service):
         metrics.STATE_TICKETS.set(len(self.tickets.store))
 
     async def _store_sla_backlog(self) -> None:
-        """Store (and publish) the SLA breaches derived so far; what fails stays queued for the next check."""
+        """Store (and publish) the SLA breaches derived so far; what fails stays queued for the next check.
+
+        One caller at a time: a revocation's drain can come while the consume loop's SLA check is storing, and
+        both would store the head of the queue and pop it (the second pop failed the revocation listener).
+        """
+        async with self._sla_storing:
+            await self._store_sla_queue()
+
+    async def _store_sla_queue(self) -> None:
         while self._sla_backlog:  # derived once, stored (and published) until it succeeds
             if self._stopping or self.should_stop:
                 break  # not stored: the next owner derives it again from the restored tickets

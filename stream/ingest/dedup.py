@@ -42,32 +42,47 @@ def _encode(event_ids: Iterable[str]) -> np.ndarray:
     return np.array([e.encode() + _END for e in event_ids], dtype=np.bytes_)
 
 
+#: ids are frozen by their length in bytes, up to each of these: an array is as wide as its longest id, so one
+#: 128-character id must not widen the array of a million short ones
+_WIDTHS = (16, 32, 64, 128, 1 << 16)
+
+
 class _Generation:
-    """The ids of one generation: recent ones in a set, the rest in sorted arrays (runs)."""
+    """The ids of one generation: recent ones in a set, the rest in sorted arrays (runs), by width."""
 
     __slots__ = ("recent", "runs", "frozen")
 
     def __init__(self) -> None:
         self.recent: set[str] = set()
-        self.runs: list[np.ndarray] = []
+        self.runs: dict[int, list[np.ndarray]] = {}  # width class -> its runs
         self.frozen = 0  # ids in the runs
 
     def __len__(self) -> int:
         return len(self.recent) + self.frozen
 
     def freeze(self) -> None:
-        self.runs.append(np.sort(_encode(self.recent)))
+        keys = _encode(self.recent)
+        lengths = np.char.str_len(keys)
+        lower = 0
+        for width in _WIDTHS:
+            part = keys[(lengths > lower) & (lengths <= width)]
+            lower = width
+            if not len(part):
+                continue
+            runs = self.runs.setdefault(width, [])
+            runs.append(np.sort(part.astype(f"S{int(np.char.str_len(part).max())}")))
+            if len(runs) > 4:  # few runs to search: merge them (a sort of millions of short ids takes ~0.1 s)
+                self.runs[width] = [np.sort(np.concatenate(runs))]
         self.frozen += len(self.recent)
         self.recent = set()
-        if len(self.runs) > 4:  # few runs to search: merge them (a sort of millions of short ids takes ~0.1 s)
-            self.runs = [np.sort(np.concatenate(self.runs))]
 
     def in_runs(self, keys: np.ndarray) -> np.ndarray:
         found = np.zeros(len(keys), dtype=bool)
-        for run in self.runs:
-            at = np.searchsorted(run, keys)
-            at[at == len(run)] = 0
-            found |= run[at] == keys
+        for runs in self.runs.values():
+            for run in runs:
+                at = np.searchsorted(run, keys)
+                at[at == len(run)] = 0
+                found |= run[at] == keys
         return found
 
 
@@ -95,7 +110,7 @@ class SeenIds:
         )
 
     def _frozen_hits(self, event_ids: list[str]) -> np.ndarray:
-        if not (self._current.runs or self._previous.runs):
+        if not (self._current.frozen or self._previous.frozen):
             return np.zeros(len(event_ids), dtype=bool)
         keys = _encode(event_ids)
         return self._current.in_runs(keys) | self._previous.in_runs(keys)
@@ -105,6 +120,13 @@ class SeenIds:
         if now - self._rotated_at >= self._half:
             self._previous, self._current = self._current, _Generation()
             self._rotated_at = now
+            self._prune_unseen()
+
+    def _prune_unseen(self) -> None:
+        """Keep only the taken-back ids still in a run (those of a dropped generation are gone with it)."""
+        if self._unseen:
+            ids = list(self._unseen)
+            self._unseen = {e for e, hit in zip(ids, self._frozen_hits(ids).tolist()) if hit}
 
     def add_new(self, event_ids: Iterable[str]) -> list[bool]:
         """Mark ids as seen; True where an id is new (also within the same batch)."""
@@ -119,8 +141,10 @@ class SeenIds:
             # previous generation and the oldest is dropped, never all at once.
             if len(self._current) >= max(1, self._max // 2):
                 self._previous, self._current = self._current, _Generation()
+                self._prune_unseen()
             if len(self._current) + len(self._previous) >= self._max:
                 self._previous = _Generation()
+                self._prune_unseen()
             self._unseen.discard(event_id)
             self._current.recent.add(event_id)
             out.append(True)

@@ -294,6 +294,8 @@ def features_into(
             if c.open and open_at is not None:
                 row[open_at] = 1.0
     linked = history.ticket(event.customer_id, event.ticket_id) if event.ticket_id else None
+    if linked is not None and linked.created < (at - (horizon or history.horizon)).timestamp():
+        linked = None  # outside the horizon, even if not expired yet (expiry runs now and then: see CustomerHistory)
     if linked is not None:
         if (i := _index.get("sla_breach")) is not None:
             row[i] = float(linked.sla_breached)

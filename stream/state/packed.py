@@ -34,6 +34,7 @@ True
 from __future__ import annotations
 
 import struct
+import threading
 from datetime import datetime, timedelta, timezone
 
 from .lifecycle import FollowUp, Step, TicketRecord
@@ -44,7 +45,7 @@ _US = timedelta(microseconds=1)
 NO_TIME = -(1 << 63)  # no time (an absent SLA deadline)
 
 #: closed flag, partition (-1: none), step and follow-up counts, SLA deadline, last event time
-HEADER = struct.Struct("<BhHHqq")
+HEADER = struct.Struct("<BiIIqq")
 #: event time, SLA deadline, 13 codes, event id and customer id lengths
 _STEP = struct.Struct("<qq13IHH")
 #: event time, score, solved (-1 unknown), NPS (-1 none), reach speed (-1 none), channel and source codes, id lengths
@@ -57,11 +58,17 @@ _code_of: dict[str | None, int] = {None: 0}
 _known = _code_of.get
 
 
+_new_code = threading.Lock()  # a new value takes a code under it: two workers in one process may meet one at once
+
+
 def _code(value: str | None) -> int:
     code = _code_of.get(value)
     if code is None:
-        code = _code_of[value] = len(_values)
-        _values.append(value)
+        with _new_code:
+            code = _code_of.get(value)
+            if code is None:
+                _values.append(value)
+                code = _code_of[value] = len(_values) - 1
     return code
 
 
@@ -77,6 +84,7 @@ def micros(t: datetime | None) -> int:
 
 
 def moment(us: int) -> datetime | None:
+    # the contract keeps times within 1900-2299 (stream.contract.common.TIME_RANGE), well inside datetime's range
     return None if us == NO_TIME else _EPOCH + timedelta(microseconds=us)
 
 
