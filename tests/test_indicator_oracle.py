@@ -555,8 +555,11 @@ async def _run_with_a_second_worker_joining(broker, topo, topics, tmp_path, reco
         await _all_handled([agent, second], len(records))
         assert second.batches_done > 0, "the second worker took no partition"
         assert sum(agent.progress.totals.values()) < len(records), "the first worker handled everything"
-        in_flight, _, committed_in_time = agent.last_drain
-        assert in_flight > 0 and committed_in_time, f"the revocation drained {agent.last_drain}"
+        # Tansu sometimes has a member join twice, so the first worker may also drain with nothing in flight,
+        # before or after the revocation that matters: one drain had batches in flight, and every one committed.
+        drains = list(agent.drains)
+        assert any(in_flight > 0 for in_flight, _, _ in drains), f"no revocation had a batch in flight: {drains}"
+        assert all(committed_in_time for _, _, committed_in_time in drains), f"the revocations drained {drains}"
         # Nothing lost: every valid event published is stored once (the oracle reads the stored events).
         for table, stream_ in (("ticket_events", "ticket_events"), ("satisfaction_events", "satisfaction_events")):
             published = {json.loads(r.value)["event_id"] for r in records if r.stream == stream_ and r.kind == "valid"}

@@ -29,6 +29,7 @@ derived rows exactly as first derived, until it is stored.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import logging
 import threading
@@ -231,6 +232,7 @@ class IngestAgent(Service):
         self._all_finished.set()
         self._restoring: asyncio.Task | None = None
         self.last_drain: tuple[int, float, bool] | None = None  # (batches in flight, seconds, all committed in time)
+        self.drains: collections.deque[tuple[int, float, bool]] = collections.deque(maxlen=16)  # the latest ones
 
     async def on_start(self) -> None:
         await asyncio.to_thread(self._warm_seen_ids)
@@ -818,6 +820,7 @@ class IngestAgent(Service):
             complete = False
         seconds = time.perf_counter() - started
         self.last_drain = (in_flight, seconds, complete)
+        self.drains.append(self.last_drain)
         metrics.HANDOVER_SECONDS.observe(seconds)
         if not complete and not self.should_stop:
             metrics.HANDOVER_LATE.inc()
