@@ -430,12 +430,13 @@ class TicketRecord:
     1
     """
 
-    __slots__ = ("steps", "followups", "partition")
+    __slots__ = ("steps", "followups", "partition", "origin")
 
     def __init__(self, partition: int | None = None) -> None:
         self.steps: list[Step] = []  # unique event ids, kept in journey order (what fold needs)
         self.followups: list[FollowUp] | tuple = ()  # unique event ids; a list from the first one (most have none)
         self.partition = partition  # the source partition its events come from (a rebalance hands it over)
+        self.origin: tuple | None = None  # the bytes it was unpacked from (stream.state.packed reuses them)
 
     def __len__(self) -> int:
         return len(self.steps) + len(self.followups)

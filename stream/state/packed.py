@@ -72,6 +72,16 @@ def _code(value: str | None) -> int:
     return code
 
 
+def code(value: str | None) -> int:
+    """The code of a categorical value in this process's table (0: None)."""
+    return _code(value)
+
+
+def value(code: int) -> str | None:
+    """The value behind a code of :func:`code`."""
+    return _values[code]
+
+
 def _codes(*values: str | None) -> list[int]:
     codes = list(map(_known, values))  # one C loop: the usual case, every value known
     return codes if None not in codes else [_code(v) for v in values]
@@ -93,9 +103,23 @@ def _small(v: int | None) -> int:
 
 
 def pack(rec: TicketRecord) -> bytes:
-    """The record as one bytes object (see the module's doc)."""
+    """The record as one bytes object (see the module's doc).
+
+    The steps it was unpacked with, still first and in order (a new step usually comes last), are copied from
+    those bytes rather than packed again.
+    """
     parts = [b""]
-    for s in rec.steps:
+    steps = rec.steps
+    reused = 0
+    if rec.origin is not None:
+        blob, known, ends = rec.origin
+        n = min(len(known), len(steps))
+        while reused < n and steps[reused] is known[reused]:
+            reused += 1
+        if reused:
+            parts.append(blob[HEADER.size : ends[reused - 1]])
+        steps = steps[reused:]
+    for s in steps:
         eid, cust = s.event_id.encode(), s.customer_id.encode()
         parts.append(_STEP.pack(
             micros(s.event_time), micros(s.sla_deadline), *_codes(
@@ -143,6 +167,7 @@ def unpack(blob: bytes) -> TicketRecord:
     at = HEADER.size
     values = _values
     steps = []
+    ends = []
     for _ in range(n_steps):
         (t, dl, step, source, department, closure, province, city, district, channel, line, category, phenomenon,
          tier, location, n_eid, n_cust) = _STEP.unpack_from(blob, at)  # fmt: skip
@@ -151,12 +176,14 @@ def unpack(blob: bytes) -> TicketRecord:
         at += n_eid
         cust = blob[at : at + n_cust].decode()
         at += n_cust
+        ends.append(at)
         steps.append(Step(
             eid, moment(t), values[step], values[source], cust, values[department], values[closure], moment(dl),
             values[province], values[city], values[district], values[channel], values[line], values[category],
             values[phenomenon], values[tier], values[location],
         ))  # fmt: skip
     rec.steps = steps
+    rec.origin = (blob, tuple(steps), ends)
     if n_followups:
         followups = []
         for _ in range(n_followups):
