@@ -40,7 +40,6 @@ _REASONS = {
     "greater_than_equal": "out_of_range",
     "less_than": "out_of_range",
     "less_than_equal": "out_of_range",
-    "time_out_of_range": "out_of_range",
 }
 
 

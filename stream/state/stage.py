@@ -238,7 +238,7 @@ class TicketStage:
                     self.store.add_followup(s.ticket_id, FollowUp.from_event(s), a.record.partition)
                     touched.add(s.ticket_id)
         states = [self.store.state(t, clock) for t in sorted(touched) if t in self.store]
-        self.store.settle()  # packed again until their next event (a million open tickets: stream.state.packed)
+        self.store.settle()  # all but the newest changes packed again (a million open tickets: stream.state.packed)
         return states
 
     def sla_clock(self, caught_up: bool, now: datetime | None = None) -> datetime:

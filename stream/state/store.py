@@ -20,6 +20,8 @@ an evicted ticket reloads its history first (see ``TicketStage``).
 from __future__ import annotations
 
 import heapq
+import itertools
+import struct
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
@@ -27,8 +29,9 @@ from ..topology import TicketStateSettings
 from . import packed
 from .lifecycle import FollowUp, Step, TicketRecord
 
-#: unpacked records held before the oldest are packed again (a restore of millions stays packed as it goes)
-_HOT_MAX = 65_536
+#: the records last changed stay unpacked, this many at most: a ticket's next step often comes a batch or two
+#: later, and unpacking and packing it again costs about as much as its fold (~16 MB for 50,000)
+_HOT_KEEP = 50_000
 #: SLA deadlines are filed by the minute they fall in: a list entry per ticket (~9 B), not a heap tuple (~96 B)
 _MINUTE_US = 60_000_000
 
@@ -41,6 +44,16 @@ def _header(v: TicketRecord | bytes) -> tuple[bool, int | None, int, int]:
     return v.is_closed(), v.partition, packed.micros(v.sla_deadline()), packed.micros(v.last_event_time())
 
 
+_PARTITION = struct.Struct("<i")  # the header's partition, at offset 1
+
+
+def _partition(v: TicketRecord | bytes) -> int | None:
+    if type(v) is bytes:
+        part = _PARTITION.unpack_from(v, 1)[0]
+        return None if part < 0 else part
+    return v.partition
+
+
 class _Partitions(Mapping):
     """Ticket -> source partition, read from the records (a dict of its own cost ~40 B per ticket)."""
 
@@ -50,21 +63,21 @@ class _Partitions(Mapping):
         self._records = records
 
     def __getitem__(self, ticket_id: str) -> int:
-        part = _header(self._records[ticket_id])[1]
+        part = _partition(self._records[ticket_id])
         if part is None:
             raise KeyError(ticket_id)
         return part
 
     def get(self, ticket_id: str, default=None):
         rec = self._records.get(ticket_id)
-        part = None if rec is None else _header(rec)[1]
+        part = None if rec is None else _partition(rec)
         return default if part is None else part
 
     def __iter__(self) -> Iterator[str]:
-        return (t for t, rec in self._records.items() if _header(rec)[1] is not None)
+        return (t for t, rec in self._records.items() if _partition(rec) is not None)
 
     def __len__(self) -> int:
-        return sum(1 for rec in self._records.values() if _header(rec)[1] is not None)
+        return sum(1 for rec in self._records.values() if _partition(rec) is not None)
 
 
 class TicketStore:
@@ -72,7 +85,7 @@ class TicketStore:
         self.settings = settings
         #: ticket -> its record: packed at rest (:mod:`stream.state.packed`), as objects while a batch works on it
         self.records: dict[str, TicketRecord | bytes] = {}
-        self._hot: set[str] = set()  # the records held as objects, packed again by settle()
+        self._hot: dict[str, None] = {}  # the records held as objects, oldest change first (settle() packs them)
         self.partition_of: Mapping[str, int] = _Partitions(self.records)
         # Tickets that were open with an SLA deadline, filed by the deadline's minute; the minutes in a heap.
         self._due: dict[int, list[str]] = {}
@@ -98,12 +111,15 @@ class TicketStore:
     def record(self, ticket_id: str, partition: int | None = None) -> TicketRecord:
         """The record to change (created if new), held as objects until :meth:`settle`."""
         rec = self.records.get(ticket_id)
-        if type(rec) is not TicketRecord:
-            if len(self._hot) >= _HOT_MAX:
+        hot = self._hot
+        if type(rec) is TicketRecord:
+            del hot[ticket_id]  # changed again: now the newest
+        else:
+            if len(hot) >= 2 * _HOT_KEEP:  # a restore of millions stays packed as it goes
                 self.settle()
             rec = TicketRecord(partition) if rec is None else packed.unpack(rec)
             self.records[ticket_id] = rec
-            self._hot.add(ticket_id)
+        hot[ticket_id] = None
         if partition is not None:
             rec.partition = partition
         return rec
@@ -116,14 +132,14 @@ class TicketStore:
             self._file(deadline, ticket_id)
             self._overdue.discard(ticket_id)
 
-    def settle(self) -> None:
-        """Pack the records changed since the last call (the end of a batch, or of a restore)."""
-        records = self.records
-        for t in self._hot:
+    def settle(self, keep: int = _HOT_KEEP) -> None:
+        """Pack the records changed longest ago, all but the ``keep`` newest (the end of a batch or a restore)."""
+        records, hot = self.records, self._hot
+        for t in list(itertools.islice(hot, max(0, len(hot) - keep))):
+            del hot[t]
             rec = records.get(t)
             if type(rec) is TicketRecord:
                 records[t] = packed.pack(rec)
-        self._hot.clear()
 
     def newest_event_time(self) -> datetime | None:
         """The latest event time over every ticket held."""
@@ -230,7 +246,7 @@ class TicketStore:
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         lost = set(partitions)
-        gone = [t for t, rec in self.records.items() if _header(rec)[1] in lost]
+        gone = [t for t, rec in self.records.items() if _partition(rec) in lost]
         self._forget(gone)
         return len(gone)
 
@@ -238,7 +254,7 @@ class TicketStore:
         for t in tickets:
             self.records.pop(t, None)
             self._overdue.discard(t)
-            self._hot.discard(t)
+            self._hot.pop(t, None)
         if self._filed > 2 * len(self.records) + 1024:
             # Stale entries are skipped lazily; drop them when they dominate, to bound the filing too.
             records = self.records
