@@ -231,8 +231,9 @@ class IngestAgent(Service):
         self._all_finished = asyncio.Event()
         self._all_finished.set()
         self._restoring: asyncio.Task | None = None
-        self.last_drain: tuple[int, float, bool] | None = None  # (batches in flight, seconds, all committed in time)
-        self.drains: collections.deque[tuple[int, float, bool]] = collections.deque(maxlen=16)  # the latest ones
+        #: (batches in flight, seconds, all committed in time, SLA outputs waiting to be stored) of the last drain
+        self.last_drain: tuple[int, float, bool, int] | None = None
+        self.drains: collections.deque[tuple[int, float, bool, int]] = collections.deque(maxlen=16)  # the latest ones
 
     async def on_start(self) -> None:
         await asyncio.to_thread(self._warm_seen_ids)
@@ -810,7 +811,7 @@ class IngestAgent(Service):
             return  # stopping: what is not committed is redelivered anyway
         budget = 0.75 * self.topology.consumer.rebalance_timeout.total_seconds()
         started = time.perf_counter()
-        in_flight = self._unfinished
+        in_flight, sla_waiting = self._unfinished, len(self._sla_backlog)
         try:
             await asyncio.wait_for(self._all_finished.wait(), budget)
             if self._sla_backlog:
@@ -819,7 +820,7 @@ class IngestAgent(Service):
         except asyncio.TimeoutError:
             complete = False
         seconds = time.perf_counter() - started
-        self.last_drain = (in_flight, seconds, complete)
+        self.last_drain = (in_flight, seconds, complete, sla_waiting)
         self.drains.append(self.last_drain)
         metrics.HANDOVER_SECONDS.observe(seconds)
         if not complete and not self.should_stop:
