@@ -195,7 +195,8 @@ class Cube:
         self.cells_by_id: list[Cell] = []
 
     # -- cells ---------------------------------------------------------------------------
-    def _cell_id(self, cell: Cell) -> int:
+    def cell_id(self, cell: Cell) -> int:
+        """The cell's interned id (see :meth:`cell_of`)."""
         i = self._cell_ids.get(cell)
         if i is None:
             i = self._cell_ids[cell] = len(self.cells_by_id)
@@ -258,7 +259,7 @@ class Cube:
         pending, bucket = self.pending, self.bucket
         for x, cell, counters in facts:
             b = x - x % bucket
-            c = self._cell_id(cell)
+            c = self.cell_id(cell)
             if final_before is not None and b + bucket <= final_before:
                 late += self._add_to_final_range(x, b, c, cell, counters, sign, source, kind, final_before)
                 continue
@@ -275,7 +276,7 @@ class Cube:
         """:meth:`add` for many facts at once, given as columns (one row per fact; used for satisfaction events)."""
         if not len(times):
             return []
-        ids = np.fromiter((self._cell_id(c) for c in cells), np.int64, len(cells))
+        ids = np.fromiter((self.cell_id(c) for c in cells), np.int64, len(cells))
         buckets = times - times % self.bucket
         final_before = self._final_before()
         late: list[TooLate] = []

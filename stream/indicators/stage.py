@@ -27,7 +27,6 @@ import logging
 import random
 import struct
 import sys
-import threading
 from collections.abc import Iterable
 from contextlib import closing
 from datetime import datetime, timezone
@@ -103,13 +102,13 @@ class IndicatorStage:
         contrib = self.contrib
         for s in states:
             facts = ticket_facts(s)
-            new = _pack(partition_of.get(s.ticket_id, 0), facts)
+            new = _pack(partition_of.get(s.ticket_id, 0), facts, self.cube)
             held = contrib.get(s.ticket_id)
             if held is not None and held[4:] == new[4:]:  # the bytes after the partition
                 contrib[s.ticket_id] = new  # the partition may have changed
                 continue
             # Only the facts that changed move: an unchanged fact in a final window is not "late".
-            old = _unpack(held) if held is not None else ()
+            old = _unpack(held, self.cube) if held is not None else ()
             gone = [f for f in old if f not in facts]
             added = [f for f in facts if f not in old]
             if gone:
@@ -166,8 +165,8 @@ class IndicatorStage:
                     d[k] = _utc(d[k])
                 speed = d.pop("followup_reach_speed")
                 d["followup"] = SimpleNamespace(reach_speed=speed) if speed is not None else None
-                state = SimpleNamespace(**d)
-                self.contrib[d["ticket_id"]] = _pack(partition_of.get(d["ticket_id"], 0), ticket_facts(state))  # type: ignore[arg-type]
+                facts = ticket_facts(SimpleNamespace(**d))  # type: ignore[arg-type]
+                self.contrib[d["ticket_id"]] = _pack(partition_of.get(d["ticket_id"], 0), facts, self.cube)
         return n
 
     def restore_watermark(self, partitions: Iterable[int]) -> None:
@@ -196,39 +195,31 @@ class IndicatorStage:
             del self.contrib[t]
 
 
-_HEAD = struct.Struct("<iI")  # partition, cell code
+_HEAD = struct.Struct("<iI")  # partition, the cube's id of the ticket's cell
 _FACT = struct.Struct("<qB")  # epoch seconds, counters
 _COUNTER = struct.Struct("<Bd")  # counter index, value
-_NO_CELL = 0xFFFFFFFF
-# Cells are districts x channels x business lines: a code each, in one table per process.
-_cells: list[Cell] = []
-_cell_code: dict[Cell, int] = {}
-_new_cell = threading.Lock()
+_NO_CELL = 0xFFFFFFFF  # no facts (the cube's cell ids stay below 2**24)
 
 
-def _pack(partition: int, facts: tuple[Fact, ...]) -> bytes:
+def _pack(partition: int, facts: tuple[Fact, ...], cube: Cube) -> bytes:
     """A ticket's applied facts as bytes: partition, cell code, then each fact's time and counters.
 
     A million open tickets are held: a tuple of facts costs ~170 B a ticket, these bytes ~75. Equal facts pack
     to equal bytes, so a contribution that did not change is found by comparing them (after the partition).
 
     >>> from stream.indicators.facts import Cell
+    >>> from datetime import timedelta
+    >>> cube = Cube([], lateness=timedelta(hours=2))
     >>> cell = Cell("P", "C", "D", "hotline", "mobile")
     >>> facts = ((100, cell, ((0, 1.0),)), (200, cell, ((3, 1.0), (5, 7.5))))
-    >>> _partition(_pack(4, facts)), _unpack(_pack(4, facts)) == facts, len(_pack(4, facts))
+    >>> packed = _pack(4, facts, cube)
+    >>> _partition(packed), _unpack(packed, cube) == facts, len(packed)
     (4, True, 53)
     """
     if not facts:
         return _HEAD.pack(partition, _NO_CELL)
     cell = facts[0][1]
-    code = _cell_code.get(cell)
-    if code is None:
-        with _new_cell:  # two workers in one process may meet a new cell at once
-            code = _cell_code.get(cell)
-            if code is None:
-                _cells.append(cell)
-                code = _cell_code[cell] = len(_cells) - 1
-    parts = [_HEAD.pack(partition, code)]
+    parts = [_HEAD.pack(partition, cube.cell_id(cell))]
     for t, c, counters in facts:
         if c is not cell and c != cell:
             raise ValueError(f"a ticket's facts span two cells: {cell} and {c}")
@@ -241,11 +232,11 @@ def _partition(packed: bytes) -> int:
     return _HEAD.unpack_from(packed)[0]
 
 
-def _unpack(packed: bytes) -> tuple[Fact, ...]:
-    _, code = _HEAD.unpack_from(packed)
-    if code == _NO_CELL:
+def _unpack(packed: bytes, cube: Cube) -> tuple[Fact, ...]:
+    _, cell_id = _HEAD.unpack_from(packed)
+    if cell_id == _NO_CELL:
         return ()
-    cell = _cells[code]
+    cell = cube.cell_of(cell_id)
     facts = []
     at = _HEAD.size
     while at < len(packed):

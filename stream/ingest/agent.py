@@ -231,9 +231,8 @@ class IngestAgent(Service):
         self._all_finished = asyncio.Event()
         self._all_finished.set()
         self._restoring: asyncio.Task | None = None
-        #: (batches in flight, seconds, all committed in time, SLA outputs waiting to be stored) of the last drain
-        self.last_drain: tuple[int, float, bool, int] | None = None
-        self.drains: collections.deque[tuple[int, float, bool, int]] = collections.deque(maxlen=16)  # the latest ones
+        #: the latest drains: (batches in flight, seconds, all committed in time, SLA outputs waiting to be stored)
+        self.drains: collections.deque[tuple[int, float, bool, int]] = collections.deque(maxlen=16)
 
     async def on_start(self) -> None:
         await asyncio.to_thread(self._warm_seen_ids)
@@ -796,6 +795,10 @@ class IngestAgent(Service):
             total += lag
         self.progress.lag = total
 
+    @property
+    def last_drain(self) -> tuple[int, float, bool, int] | None:
+        return self.drains[-1] if self.drains else None
+
     async def drain(self) -> None:
         """Before partitions are revoked: take no new batch, and have every batch in flight committed.
 
@@ -820,8 +823,7 @@ class IngestAgent(Service):
         except asyncio.TimeoutError:
             complete = False
         seconds = time.perf_counter() - started
-        self.last_drain = (in_flight, seconds, complete, sla_waiting)
-        self.drains.append(self.last_drain)
+        self.drains.append((in_flight, seconds, complete, sla_waiting))
         metrics.HANDOVER_SECONDS.observe(seconds)
         if not complete and not self.should_stop:
             metrics.HANDOVER_LATE.inc()

@@ -65,12 +65,12 @@ class _Generation:
         lengths = np.char.str_len(keys)
         lower = 0
         for width in _WIDTHS:
-            part = keys[(lengths > lower) & (lengths <= width)]
+            inside = (lengths > lower) & (lengths <= width)
             lower = width
-            if not len(part):
+            if not inside.any():
                 continue
             runs = self.runs.setdefault(width, [])
-            runs.append(np.sort(part.astype(f"S{int(np.char.str_len(part).max())}")))
+            runs.append(np.sort(keys[inside].astype(f"S{int(lengths[inside].max())}")))
             if len(runs) > 4:  # few runs to search: merge them (a sort of millions of short ids takes ~0.1 s)
                 self.runs[width] = [np.sort(np.concatenate(runs))]
         self.frozen += len(self.recent)

@@ -64,8 +64,8 @@ class IngestBatch:
 class Tally:
     """What a batch keeps once its state is derived: counts and the rejections (for the dead letters).
 
-    The validated events (about 2 KB each) are not kept while the batch waits for its commit: with two
-    batches in flight of 50,000 events, that is about 100 MB less.
+    The validated events (about 2 KB each) are not kept while the batch waits for its commit: about 100 MB
+    less per 50,000 events in flight.
     """
 
     accepted: int

@@ -149,7 +149,8 @@ def _pack(c: Complaint) -> bytes:
     tid = c.ticket_id.encode()
     flags = (_OPEN if c.open else 0) | (_BREACHED if c.sla_breached else 0) | (_REOPENED if c.reopened else 0)
     handling = math.nan if c.handling_s is None else c.handling_s
-    return _PACKED.pack(c.created, handling, flags, packed.code(c.category), packed.code(c.closure_type), len(tid)) + tid
+    codes = packed.CODES.codes(c.category, c.closure_type)
+    return _PACKED.pack(c.created, handling, flags, *codes, len(tid)) + tid
 
 
 def _unpack(blob: bytes) -> tuple[Complaint, ...]:
@@ -159,9 +160,9 @@ def _unpack(blob: bytes) -> tuple[Complaint, ...]:
         created, handling, flags, category, closure, n = _PACKED.unpack_from(blob, at)
         at += size
         out.append(Complaint(
-            blob[at : at + n].decode(), packed.value(category), created, bool(flags & _OPEN),
+            blob[at : at + n].decode(), packed.CODES.value(category), created, bool(flags & _OPEN),
             bool(flags & _BREACHED), bool(flags & _REOPENED), None if handling != handling else handling,
-            packed.value(closure),
+            packed.CODES.value(closure),
         ))  # fmt: skip
         at += n
     return tuple(out)
@@ -172,8 +173,9 @@ def _created(blob: bytes) -> list[float]:
     out = []
     at, size, end = 0, _PACKED.size, len(blob)
     while at < end:
-        out.append(_PACKED.unpack_from(blob, at)[0])
-        at += size + _PACKED.unpack_from(blob, at)[5]
+        created, *_, n = _PACKED.unpack_from(blob, at)
+        out.append(created)
+        at += size + n
     return out
 
 
@@ -209,7 +211,8 @@ class CustomerHistory:
     def __len__(self) -> int:
         return len(self._customers)
 
-    def _of(self, customer_id: str) -> tuple[Complaint, ...]:
+    def of(self, customer_id: str) -> tuple[Complaint, ...]:
+        """The customer's complaints, unpacked (give them to :meth:`complaints` and :meth:`ticket` to unpack once)."""
         held = self._customers.get(customer_id)
         return () if held is None else _unpack(held)
 
@@ -260,7 +263,7 @@ class CustomerHistory:
 
     def complaints(self, customer_id: str, at: datetime, held: tuple[Complaint, ...] | None = None) -> list[Complaint]:
         """The customer's complaints created within ``horizon`` before ``at`` (inclusive), oldest first."""
-        held = self._of(customer_id) if held is None else held
+        held = self.of(customer_id) if held is None else held
         if not held:
             return []
         t = at.timestamp()
@@ -268,7 +271,7 @@ class CustomerHistory:
         return sorted((c for c in held if lo <= c.created <= t), key=lambda c: c.created)
 
     def ticket(self, customer_id: str, ticket_id: str, held: tuple[Complaint, ...] | None = None) -> Complaint | None:
-        held = self._of(customer_id) if held is None else held
+        held = self.of(customer_id) if held is None else held
         return next((c for c in held if c.ticket_id == ticket_id), None)
 
     def expire(self, now: datetime | None = None) -> int:
@@ -326,7 +329,7 @@ def features_into(
     """:func:`features` written into ``row`` (zeros, in ``spec.names()`` order): no dict per event."""
     _index = spec.index()
     at = event.event_time
-    held = history._of(event.customer_id)  # noqa: SLF001 (unpacked once for both reads below)
+    held = history.of(event.customer_id)  # unpacked once for both reads below
     recent = history.complaints(event.customer_id, at, held)
     if horizon is not None and horizon != history.horizon:
         lo = (at - horizon).timestamp()

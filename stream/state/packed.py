@@ -51,40 +51,43 @@ _STEP = struct.Struct("<qq13IHH")
 #: event time, score, solved (-1 unknown), NPS (-1 none), reach speed (-1 none), channel and source codes, id lengths
 _FOLLOWUP = struct.Struct("<qbbbbIIHH")
 
-# Categorical values (codes, regions, departments ...) repeat across millions of steps: each is stored once, in
-# this process-wide table, and a step holds its index. Code 0 is None. The table only grows, by distinct values.
-_values: list[str | None] = [None]
-_code_of: dict[str | None, int] = {None: 0}
-_known = _code_of.get
+class CodeTable:
+    """Values that repeat across millions of records, each stored once: a record holds its code instead.
+
+    One table per process and kind of value; it only grows, by distinct values. Code 0 is None. A new value takes
+    its code under a lock: two workers in one process may meet it at once.
+
+    >>> t = CodeTable()
+    >>> t.codes("hotline", None, "hotline"), t.value(1)
+    ([1, 0, 1], 'hotline')
+    """
+
+    def __init__(self) -> None:
+        self._values: list = [None]
+        self._code_of: dict = {None: 0}
+        self._known = self._code_of.get
+        self._new = threading.Lock()
+
+    def code(self, value) -> int:
+        code = self._known(value)
+        if code is None:
+            with self._new:
+                code = self._known(value)
+                if code is None:
+                    self._values.append(value)
+                    code = self._code_of[value] = len(self._values) - 1
+        return code
+
+    def codes(self, *values) -> list[int]:
+        codes = list(map(self._known, values))  # one C loop: the usual case, every value known
+        return codes if None not in codes else [self.code(v) for v in values]
+
+    def value(self, code: int):
+        return self._values[code]
 
 
-_new_code = threading.Lock()  # a new value takes a code under it: two workers in one process may meet one at once
-
-
-def _code(value: str | None) -> int:
-    code = _code_of.get(value)
-    if code is None:
-        with _new_code:
-            code = _code_of.get(value)
-            if code is None:
-                _values.append(value)
-                code = _code_of[value] = len(_values) - 1
-    return code
-
-
-def code(value: str | None) -> int:
-    """The code of a categorical value in this process's table (0: None)."""
-    return _code(value)
-
-
-def value(code: int) -> str | None:
-    """The value behind a code of :func:`code`."""
-    return _values[code]
-
-
-def _codes(*values: str | None) -> list[int]:
-    codes = list(map(_known, values))  # one C loop: the usual case, every value known
-    return codes if None not in codes else [_code(v) for v in values]
+#: the categorical strings of steps and follow-ups (codes, regions, departments ...)
+CODES = CodeTable()
 
 
 def micros(t: datetime | None) -> int:
@@ -122,7 +125,7 @@ def pack(rec: TicketRecord) -> bytes:
     for s in steps:
         eid, cust = s.event_id.encode(), s.customer_id.encode()
         parts.append(_STEP.pack(
-            micros(s.event_time), micros(s.sla_deadline), *_codes(
+            micros(s.event_time), micros(s.sla_deadline), *CODES.codes(
                 s.step, s.source_system, s.department, s.closure_type, s.province, s.city, s.district, s.channel,
                 s.business_line, s.complaint_category, s.complaint_phenomenon, s.customer_tier, s.problem_location,
             ), len(eid), len(cust),
@@ -132,7 +135,7 @@ def pack(rec: TicketRecord) -> bytes:
         eid, cust = f.event_id.encode(), f.customer_id.encode()
         solved = -1 if f.problem_solved is None else int(f.problem_solved)
         parts.append(_FOLLOWUP.pack(micros(f.event_time), f.overall_score, solved, _small(f.nps), _small(f.reach_speed),
-                                    _code(f.channel), _code(f.source_system), len(eid), len(cust)))  # fmt: skip
+                                    *CODES.codes(f.channel, f.source_system), len(eid), len(cust)))  # fmt: skip
         parts += (eid, cust)
     last = rec.last_event_time()
     parts[0] = HEADER.pack(rec.is_closed(), _small(rec.partition), len(rec.steps), len(rec.followups),
@@ -153,7 +156,7 @@ def pack_step_row(row: tuple) -> tuple[str, bytes]:
      district, channel, line, category, phenomenon, tier, location, part) = row  # fmt: skip
     eid, cust = event_id.encode(), customer.encode()
     t, dl = micros(event_time), micros(deadline)
-    codes = _codes(step, source, department or None, closure or None, province or None, city or None,
+    codes = CODES.codes(step, source, department or None, closure or None, province or None, city or None,
                    district or None, channel or None, line or None, category or None, phenomenon or None,
                    tier or None, location or None)  # fmt: skip
     head = HEADER.pack(step == "closed", _small(part), 1, 0, dl, t)
@@ -165,7 +168,7 @@ def unpack(blob: bytes) -> TicketRecord:
     closed, part, n_steps, n_followups, _, _ = HEADER.unpack_from(blob)
     rec = TicketRecord(None if part < 0 else part)
     at = HEADER.size
-    values = _values
+    values = CODES._values  # noqa: SLF001 (indexed per field of every step: no call each)
     steps = []
     ends = []
     for _ in range(n_steps):
@@ -206,9 +209,18 @@ def is_closed(blob: bytes) -> bool:
     return bool(blob[0])
 
 
+_PARTITION = struct.Struct("<i")  # the header's partition, after the closed flag
+
+
 def partition(blob: bytes) -> int | None:
-    part = HEADER.unpack_from(blob)[1]
+    part = _PARTITION.unpack_from(blob, 1)[0]
     return None if part < 0 else part
+
+
+def header(blob: bytes) -> tuple[bool, int | None, int, int]:
+    """(closed, partition, SLA deadline, last event time), times in µs (:data:`NO_TIME`: none)."""
+    closed, part, _, _, deadline, last = HEADER.unpack_from(blob)
+    return bool(closed), None if part < 0 else part, deadline, last
 
 
 def deadline(blob: bytes) -> datetime | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import struct
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 
@@ -39,19 +38,12 @@ _MINUTE_US = 60_000_000
 def _header(v: TicketRecord | bytes) -> tuple[bool, int | None, int, int]:
     """(closed, partition, SLA deadline, last event time) of a record, packed or not; times in µs."""
     if type(v) is bytes:
-        closed, part, _, _, deadline, last = packed.HEADER.unpack_from(v)
-        return bool(closed), None if part < 0 else part, deadline, last
+        return packed.header(v)
     return v.is_closed(), v.partition, packed.micros(v.sla_deadline()), packed.micros(v.last_event_time())
 
 
-_PARTITION = struct.Struct("<i")  # the header's partition, at offset 1
-
-
 def _partition(v: TicketRecord | bytes) -> int | None:
-    if type(v) is bytes:
-        part = _PARTITION.unpack_from(v, 1)[0]
-        return None if part < 0 else part
-    return v.partition
+    return packed.partition(v) if type(v) is bytes else v.partition
 
 
 class _Partitions(Mapping):
