@@ -28,3 +28,9 @@ def test_latency_benchmark_reports_every_figure(tmp_path):
         assert isinstance(figures["p50"], int) and isinstance(figures["p99"], int), result
         assert 0 <= figures["p50"] <= figures["p99"]
     assert result["alerts"] > 0
+    # where a batch's time goes: every stage measured, once per batch for validation and derivation
+    stages = result["stages"]
+    assert set(stages) == {"validate", "derive", "store_raw", "store_derived", "publish", "commit"}
+    assert stages["validate"]["batches"] == stages["derive"]["batches"] >= result["batches"]
+    assert all(s["batches"] > 0 and s["mean_ms"] > 0 for s in stages.values()), stages
+    assert "stages, mean per batch" in result["report"]

@@ -19,3 +19,42 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage_totals() -> dict[str, tuple[float, int]]:
+    """(seconds, observations) so far of each ingest-batch stage in this process (``cxstream_stage_seconds``)."""
+    from ..runtime.metrics import STAGE_SECONDS, STAGES
+
+    out = {name: [0.0, 0] for name in STAGES}
+    for metric in STAGE_SECONDS.collect():
+        for sample in metric.samples:
+            stage = sample.labels.get("stage")
+            if stage in out and sample.name.endswith("_sum"):
+                out[stage][0] = sample.value
+            elif stage in out and sample.name.endswith("_count"):
+                out[stage][1] = int(sample.value)
+    return {name: (seconds, n) for name, (seconds, n) in out.items()}
+
+
+def stage_breakdown(before: dict, after: dict, events: int) -> dict[str, dict]:
+    """Per stage between two :func:`stage_totals`: batches, mean ms per batch and µs per event.
+
+    >>> stage_breakdown({"derive": (1.0, 2)}, {"derive": (4.0, 5)}, 1000)
+    {'derive': {'batches': 3, 'mean_ms': 1000.0, 'us_per_event': 3000.0}}
+    """
+    out = {}
+    for name, (seconds, n) in after.items():
+        s0, n0 = before.get(name, (0.0, 0))
+        batches, spent = n - n0, seconds - s0
+        out[name] = {
+            "batches": batches,
+            "mean_ms": round(spent / batches * 1000, 1) if batches else None,
+            "us_per_event": round(spent / events * 1e6, 1) if events else None,
+        }
+    return out
+
+
+def stage_lines(breakdown: dict[str, dict], unit: str) -> str:
+    """One line of the stages: ``unit`` "event" (µs per event) or "batch" (mean ms per batch)."""
+    key, suffix = ("us_per_event", "us") if unit == "event" else ("mean_ms", "ms")
+    return "   ".join(f"{name.replace('_', ' ')} {v[key]:,.1f} {suffix}" for name, v in breakdown.items() if v[key] is not None)

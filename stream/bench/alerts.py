@@ -35,7 +35,7 @@ from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import make_producer
 from ..topology import AlertRule, Topology, load_topology
-from . import peak_rss_mb
+from . import peak_rss_mb, stage_breakdown, stage_lines, stage_totals
 
 BENCH_RULE = {
     "name": "bench_first_complaint", "indicator": "complaints", "scope": "district", "by": ["channel", "business_line"],
@@ -152,7 +152,9 @@ def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings)
         asyncio.run(ensure_topics(broker.bootstrap, topology))
         bench_settings = Settings(data_dir=Path(tmp), kafka_bootstrap=broker.bootstrap, clickhouse_url=None,
                                   topology=settings.topology)  # fmt: skip
+        before = stage_totals()
         sent, handled, batches = asyncio.run(_run(bench_settings, topology, broker.bootstrap, sim.records, rate, duration))
+        stages = stage_breakdown(before, stage_totals(), handled)
         alerts = asyncio.run(_alert_latencies(broker.bootstrap, topology.topics["alerts"].name))
     peak_mb = peak_rss_mb()
     steady = batches[2:] or batches  # the first batches carry the group join's backlog
@@ -162,6 +164,7 @@ def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings)
         f"event -> indicator        p50 {_pct(steady, 50) * 1000:,.0f} ms   p99 {_pct(steady, 99) * 1000:,.0f} ms\n"
         f"alerts (bench rule)       {len(alerts):,}\n"
         f"event -> alert on topic   p50 {_pct(alerts, 50) * 1000:,.0f} ms   p99 {_pct(alerts, 99) * 1000:,.0f} ms\n"
+        f"stages, mean per batch    {stage_lines(stages, 'batch')}\n"
         f"peak RSS                  {peak_mb:,.0f} MB\n"
         f"machine                   {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     )
@@ -170,5 +173,6 @@ def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings)
         "indicator_latency_ms": {"p50": _ms(steady, 50), "p99": _ms(steady, 99)},
         "alerts": len(alerts),
         "alert_latency_ms": {"p50": _ms(alerts, 50), "p99": _ms(alerts, 99)},
+        "stages": stages,
         "peak_rss_mb": round(peak_mb), "report": report,
     }  # fmt: skip

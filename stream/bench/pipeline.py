@@ -34,7 +34,7 @@ from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import publish
 from ..topology import load_topology
-from . import peak_rss_mb
+from . import peak_rss_mb, stage_breakdown, stage_lines, stage_totals
 from .ingest import _fresh, _group, bare_consume, pipeline_consume, start_to_ready
 
 
@@ -85,11 +85,13 @@ def run_pipeline_bench(
         _say(f"bench: naive per-event Faust agent with a table, first {n_naive:,} events (own process)")
         naive = _faust("naive", broker.bootstrap, topics, n_naive, tmp, timeout=900)
         runs = []
+        stages_before = stage_totals()
         for i in range(repeat):
             _say(f"bench: full pipeline, run {i + 1}/{repeat}")
             rate, totals = asyncio.run(pipeline_consume(broker.bootstrap, _group(topology, f"full{i}"),
                                                         _fresh(base, tmp, f"full{i}"), events))  # fmt: skip
             runs.append(rate)
+        stages = stage_breakdown(stages_before, stage_totals(), events * repeat)
         _say("bench: restart on the stored state (recovery)")
         recovery, _, _ = asyncio.run(start_to_ready(broker.bootstrap, _group(topology, f"full{repeat - 1}"),
                                                     _fresh(base, tmp, f"full{repeat - 1}"), 120))  # fmt: skip
@@ -115,6 +117,9 @@ def run_pipeline_bench(
         f"full / faust take()        {ratio(take):>12}",
         f"full / faust naive         {ratio(naive):>12}",
         f"recovery (restart->ready)  {recovery:>12.1f} s",
+        "full pipeline by stage, time per event (validate and derive hold the GIL; the stores are mostly",
+        "ClickHouse's work, overlapping the next batch; publish includes waiting for the broker's acks):",
+        f"  {stage_lines(stages, 'event')}",
     ]
     if latency:
         lat, ind = latency["alert_latency_ms"], latency["indicator_latency_ms"]
@@ -126,6 +131,6 @@ def run_pipeline_bench(
     return {
         "events": events, "bare_events_per_s": round(bare), "faust_take_events_per_s": take and round(take),
         "faust_naive_events_per_s": naive and round(naive), "pipeline_events_per_s": round(full),
-        "runs": [round(r) for r in runs], "recovery_s": round(recovery, 2), "latency": latency,
+        "runs": [round(r) for r in runs], "recovery_s": round(recovery, 2), "stages": stages, "latency": latency,
         "peak_rss_mb": round(peak_mb), "report": "\n".join(lines),
     }  # fmt: skip

@@ -365,7 +365,7 @@ class IngestAgent(Service):
         sources = self._sources(polled)
         # Validation is CPU work and storage is blocking I/O: both run in a
         # thread so heartbeats and the web server stay responsive.
-        batches = await asyncio.to_thread(self.splitter.split, records)
+        batches = await asyncio.to_thread(self._validate, records)
         positions = {tp.partition: msgs[-1].offset for tp, msgs in polled.items() if tp.topic == self.satisfaction_topic}
         arrival_ms = min(msgs[0].timestamp for msgs in polled.values())  # the batch's earliest record (alert latency)
         derived: _Derived | None = None
@@ -399,6 +399,10 @@ class IngestAgent(Service):
                 if not await self._backoff(exc, len(records), attempt := attempt + 1):
                     return None
 
+    def _validate(self, records: list[RawRecord]) -> dict[str, IngestBatch]:
+        with metrics.STAGE["validate"].time():
+            return self.splitter.split(records)
+
     async def _backoff(self, exc: Exception, records: int, attempt: int) -> bool:
         """Log a failed attempt and wait before the next; False if the agent is stopping instead."""
         metrics.SINK_FAILURES.inc()
@@ -414,7 +418,8 @@ class IngestAgent(Service):
         while True:
             try:
                 await asyncio.to_thread(self._store_checked, derived)
-                await self._publish(work.tallies, derived)
+                with metrics.STAGE["publish"].time():
+                    await self._publish(work.tallies, derived)
                 break
             except _Stopping:
                 return False
@@ -422,7 +427,8 @@ class IngestAgent(Service):
                 if not await self._backoff(exc, work.records, attempt := attempt + 1):
                     return False
         try:
-            await self.consumer.commit(work.offsets)
+            with metrics.STAGE["commit"].time():
+                await self.consumer.commit(work.offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             # Partitions moved to another worker mid-batch: it will redeliver
             # this batch, which is stored idempotently. Not an error for us.
@@ -543,7 +549,7 @@ class IngestAgent(Service):
         sources: tuple[list, list] | None = None,
     ) -> _Derived:
         """Lifecycle state, indicator cells and factor-model learning for a batch (reads ClickHouse first)."""
-        with self._deriving:
+        with self._deriving, metrics.STAGE["derive"].time():
             if self._stopping:
                 raise _Stopping("ingest agent stopping")
             if sources is not None:  # under the lock: a rebalance changes the cube's partitions in a thread too
@@ -578,7 +584,7 @@ class IngestAgent(Service):
 
     def _store_raw(self, batches: dict[str, IngestBatch], now: datetime) -> None:
         """Accepted events, dead letters and resends (through the second connection)."""
-        with self._storing_raw:
+        with self._storing_raw, metrics.STAGE["store_raw"].time():
             if self._stopping:  # raise, so the batch is not committed: the next owner redelivers it
                 raise _Stopping("ingest agent stopping")
             rejected: list[Rejection] = []
@@ -613,7 +619,7 @@ class IngestAgent(Service):
             self._store_alerts(d.alerts)
 
     def _store_checked(self, d: _Derived) -> None:
-        with self._storing:
+        with self._storing, metrics.STAGE["store_derived"].time():
             if self._stopping:
                 raise _Stopping("ingest agent stopping")
             self._store_derived(d)
