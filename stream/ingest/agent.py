@@ -331,10 +331,12 @@ class IngestAgent(Service):
                     finishing.add_done_callback(lambda _: self._batch_ended())
                 self._update_lag()
                 if self._taking.is_set() and time.monotonic() - self._sla_checked_at >= sla_every:
-                    # SLA breaches are stored after the batches derived before them
-                    if not await settled():
-                        return
-                    await self.check_sla()
+                    # SLA breaches are derived from the state after the batches before them, and stored after
+                    # those batches' rows and before the next batch's: their storing joins the batch in flight,
+                    # so the next batch is validated and derived meanwhile (waiting for both stalled the
+                    # pipeline for two stores' time every check).
+                    await self._derive_sla_and_evict()
+                    finishing = asyncio.ensure_future(self._store_sla_after(finishing))
             await settled()
         finally:
             if finishing is not None and not finishing.done():
@@ -630,7 +632,12 @@ class IngestAgent(Service):
         return self._version_ms
 
     async def check_sla(self) -> None:
-        """Silent open tickets past their deadline: store their breached state; then evict stale tickets."""
+        """Silent open tickets past their deadline: store their breached state; evict stale tickets."""
+        await self._derive_sla_and_evict()
+        await self._store_sla_backlog()
+
+    async def _derive_sla_and_evict(self) -> None:
+        """Derive the breaches of silent open tickets (queued for storing), then evict stale tickets."""
         self._sla_checked_at = time.monotonic()
         clock = self.tickets.sla_clock(caught_up=self._caught_up())
         # CPU work on the state: in a thread, so the event loop (heartbeats, the web server) stays free
@@ -638,9 +645,19 @@ class IngestAgent(Service):
         if states:
             metrics.SLA_OVERDUE.inc(len(states))
             log.info("SLA: %d open tickets went past their deadline", len(states))
-        await self._store_sla_backlog()
+        # after the derivation, whose rows are computed already: eviction only forgets tickets held in memory
         await asyncio.to_thread(self._evict, clock)
         metrics.STATE_TICKETS.set(len(self.tickets.store))
+
+    async def _store_sla_after(self, batch: asyncio.Future | None) -> bool:
+        """Store the breaches once the batch in flight is committed; False if it was not (stopping).
+
+        What fails to store stays queued for the next check.
+        """
+        if batch is not None and not await batch:
+            return False
+        await self._store_sla_backlog()
+        return True
 
     async def _store_sla_backlog(self) -> None:
         """Store (and publish) the SLA breaches derived so far; what fails stays queued for the next check.

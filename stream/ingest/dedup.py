@@ -133,23 +133,33 @@ class SeenIds:
         self._rotate_if_due()
         event_ids = list(event_ids)
         out = []
+        half = max(1, self._max // 2)
+        # Per id, what _seen and the caps below do, with the generations and their sizes in locals (~1 µs per
+        # event less); a rotation inside the loop refreshes them.
+        current, previous, unseen = self._current, self._previous, self._unseen
+        held, held_before = len(current), len(previous)
         for event_id, frozen_hit in zip(event_ids, self._frozen_hits(event_ids).tolist()):
-            if self._seen(event_id, frozen_hit):
+            if (frozen_hit and event_id not in unseen) or event_id in current.recent or event_id in previous.recent:
                 out.append(False)
                 continue
             # Each generation holds at most half the cap: a full one becomes the
             # previous generation and the oldest is dropped, never all at once.
-            if len(self._current) >= max(1, self._max // 2):
-                self._previous, self._current = self._current, _Generation()
+            if held >= half:
+                self._previous, self._current = current, _Generation()
                 self._prune_unseen()
-            if len(self._current) + len(self._previous) >= self._max:
-                self._previous = _Generation()
+                current, previous, unseen = self._current, self._previous, self._unseen
+                held, held_before = 0, len(previous)
+            if held + held_before >= self._max:
+                self._previous = previous = _Generation()
                 self._prune_unseen()
-            self._unseen.discard(event_id)
-            self._current.recent.add(event_id)
+                unseen, held_before = self._unseen, 0
+            if unseen:
+                unseen.discard(event_id)
+            current.recent.add(event_id)
+            held += 1
             out.append(True)
-        if len(self._current.recent) >= self._freeze_at:
-            self._current.freeze()
+        if len(current.recent) >= self._freeze_at:
+            current.freeze()
         return out
 
     def forget(self, event_ids: Iterable[str]) -> None:

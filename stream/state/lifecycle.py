@@ -243,16 +243,30 @@ def fold(
     return _fold(ticket_id, journey, list(_dedup(followups).values()), clock)
 
 
+def _followup_order(f: FollowUp) -> tuple[datetime, str]:
+    return (f.event_time, f.event_id)
+
+
 def _step_order(s: Step) -> tuple[datetime, int, str]:
     return (s.event_time, STEP_RANK.get(s.step, _UNKNOWN_RANK), s.event_id)
 
 
 def _fold(ticket_id: str, journey: list[Step], fups: list[FollowUp], clock: datetime | None) -> TicketState:
     """:func:`fold` of steps already unique and in journey order, and unique follow-ups."""
-    followup = max(fups, key=lambda f: (f.event_time, f.event_id)) if fups else None
+    followup = max(fups, key=_followup_order) if fups else None
 
-    created = next((s for s in journey if s.step == "created"), None)
-    deadline = next((s.sla_deadline for s in reversed(journey) if s.sla_deadline is not None), None)
+    # plain loops, not next(generator): this runs for every touched ticket of every batch
+    created = None
+    for s in journey:
+        if s.step == "created":
+            created = s
+            break
+    deadline = None
+    for s in reversed(journey):
+        if s.sla_deadline is not None:
+            deadline = s.sla_deadline
+            break
+    created_time = created.event_time if created is not None else None
 
     found: list[tuple[int, int, Finding]] = []  # (journey position, kind rank, finding): sorted at the end
 
@@ -272,8 +286,8 @@ def _fold(ticket_id: str, journey: list[Step], fups: list[FollowUp], clock: date
     for pos, s in enumerate(journey):
         was_open = status == OPEN
         kind = s.step
-        if created is not None and s.event_time < created.event_time:
-            when = f"{kind} at {_utc(s.event_time)} precedes created at {_utc(created.event_time)}"
+        if created_time is not None and s.event_time < created_time:
+            when = f"{kind} at {_utc(s.event_time)} precedes created at {_utc(created_time)}"
             find(pos, "time_backwards", s, when)
         if kind == "created":
             if s is not created:
@@ -328,10 +342,13 @@ def _fold(ticket_id: str, journey: list[Step], fups: list[FollowUp], clock: date
             breach = "open_overdue" if now > deadline else ""
     breach_pos = -1
     if deadline is not None:
-        breach_pos = next(
-            (i for i, s in enumerate(journey) if s.event_time > deadline and open_around[i]),
-            len(journey) - 1 if breach == "open_overdue" else -1,  # the deadline passed during the last dwell
-        )
+        for i, s in enumerate(journey):
+            if s.event_time > deadline and open_around[i]:
+                breach_pos = i
+                break
+        else:
+            if breach == "open_overdue":
+                breach_pos = len(journey) - 1  # the deadline passed during the last dwell
 
     views = []
     n = len(journey)

@@ -225,11 +225,14 @@ class TicketStage:
         touched: set[str] = set()
         tickets = batches.get("ticket_event")
         if tickets:
+            add_step, step_of, newest = self.store.add_step, Step.from_event, self.watermark
             for a in tickets.accepted:
                 e: TicketEvent = a.event
-                self.store.add_step(e.ticket_id, Step.from_event(e), a.record.partition)
+                add_step(e.ticket_id, step_of(e), a.record.partition)
                 touched.add(e.ticket_id)
-                self._advance(e.event_time)
+                if newest is None or e.event_time > newest:
+                    newest = e.event_time
+            self._advance(newest)
         sats = batches.get("satisfaction_event")
         if sats:
             for a in sats.accepted:
