@@ -225,6 +225,11 @@ class CustomerHistory:
                 del self._customers[next(iter(self._customers))]
                 self.evicted += 1
             return
+        tid = complaint.ticket_id.encode()
+        if len(held) == _PACKED.size + len(tid) and held.endswith(tid):
+            # the usual case: the customer's one complaint is this ticket, in a new state (nothing to unpack)
+            self._customers[customer_id] = _pack(complaint)
+            return
         # a new state of a known ticket takes its place (the order of equal creation times stays)
         kept = tuple(complaint if c.ticket_id == complaint.ticket_id else c for c in _unpack(held))
         if complaint not in kept:
