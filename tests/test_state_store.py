@@ -49,6 +49,22 @@ def test_max_tickets_drops_the_stalest_first():
     assert set(store.records) == {f"T{i}" for i in range(200, 300)}
 
 
+def test_eviction_keeps_the_tickets_whose_rows_are_not_stored_yet():
+    """The batch in flight's tickets and queued SLA breaches stay: an evicted ticket is read back from ClickHouse."""
+    store = TicketStore(settings(max_tickets=100, open_max_age="365d"))
+    for i in range(300):
+        store.add_step(f"T{i}", step(f"T{i}", "created", T0 + timedelta(seconds=i), sla_deadline=T0 + timedelta(days=1)))
+    store.add_step("T5", step("T5", "closed", T0 + timedelta(seconds=5), closure_type="resolved"))
+    kept = {"T0", "T5"}  # the stalest, and one closed past its retention
+    store.evict(T0 + timedelta(hours=2), keep=kept)
+    assert len(store) == 100  # the cap holds, taken from the others
+    assert set(store.records) == kept | {f"T{i}" for i in range(202, 300)}
+    assert store.held_back == 1  # T5: the stage checks again at the next SLA check, not an hour later
+    store.evict(T0 + timedelta(hours=2))  # at a later check they are judged like any other
+    assert "T5" not in store.records  # past its retention
+    assert "T0" in store.records and len(store) == 99  # the store is within its cap now
+
+
 def test_silent_open_ticket_is_reported_once_when_its_deadline_passes():
     store = TicketStore(settings())
     deadline = T0 + timedelta(hours=2)
@@ -106,7 +122,7 @@ def test_the_eviction_scan_runs_as_the_clock_moves_not_at_every_sla_check():
     stage = TicketStage(settings(closed_retention="72h", open_max_age="30d"), SimpleNamespace(database="cx"))
     scans = []
     evict = stage.store.evict
-    stage.store.evict = lambda clock: scans.append(clock) or evict(clock)
+    stage.store.evict = lambda clock, keep=(): scans.append(clock) or evict(clock, keep)
     for minute in range(0, 181, 5):  # an SLA check every 5 (simulated) minutes for three hours
         stage.evict(T0 + timedelta(minutes=minute))
     # the step is 72 h / 72 = 1 h of clock: the first check, then once an hour

@@ -35,6 +35,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,6 +73,7 @@ from ..sink.columns import (
     ticket_steps_table,
     utcnow,
 )
+from ..state.lifecycle import TicketState
 from ..state.stage import TicketStage
 from ..topology import Topology
 from .batch import BatchSplitter
@@ -335,7 +337,8 @@ class IngestAgent(Service):
                     # those batches' rows and before the next batch's: their storing joins the batch in flight,
                     # so the next batch is validated and derived meanwhile (waiting for both stalled the
                     # pipeline for two stores' time every check).
-                    await self._derive_sla_and_evict()
+                    unstored = work.derived.states if work is not None else ()  # the batch in flight's rows
+                    await self._derive_sla_and_evict(unstored)
                     finishing = asyncio.ensure_future(self._store_sla_after(finishing))
             await settled()
         finally:
@@ -402,7 +405,7 @@ class IngestAgent(Service):
                     return None
 
     def _validate(self, records: list[RawRecord]) -> dict[str, IngestBatch]:
-        with metrics.STAGE["validate"].time():
+        with metrics.stage("validate"):
             return self.splitter.split(records)
 
     async def _backoff(self, exc: Exception, records: int, attempt: int) -> bool:
@@ -419,8 +422,9 @@ class IngestAgent(Service):
         attempt = 0
         while True:
             try:
-                await asyncio.to_thread(self._store_checked, derived)
-                with metrics.STAGE["publish"].time():
+                with metrics.stage("store_derived"):  # a batch's own rows (SLA breaches are stored apart)
+                    await asyncio.to_thread(self._store_checked, derived)
+                with metrics.stage("publish"):
                     await self._publish(work.tallies, derived)
                 break
             except _Stopping:
@@ -429,7 +433,7 @@ class IngestAgent(Service):
                 if not await self._backoff(exc, work.records, attempt := attempt + 1):
                     return False
         try:
-            with metrics.STAGE["commit"].time():
+            with metrics.stage("commit"):
                 await self.consumer.commit(work.offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             # Partitions moved to another worker mid-batch: it will redeliver
@@ -551,7 +555,7 @@ class IngestAgent(Service):
         sources: tuple[list, list] | None = None,
     ) -> _Derived:
         """Lifecycle state, indicator cells and factor-model learning for a batch (reads ClickHouse first)."""
-        with self._deriving, metrics.STAGE["derive"].time():
+        with self._deriving, metrics.stage("derive"):
             if self._stopping:
                 raise _Stopping("ingest agent stopping")
             if sources is not None:  # under the lock: a rebalance changes the cube's partitions in a thread too
@@ -586,7 +590,7 @@ class IngestAgent(Service):
 
     def _store_raw(self, batches: dict[str, IngestBatch], now: datetime) -> None:
         """Accepted events, dead letters and resends (through the second connection)."""
-        with self._storing_raw, metrics.STAGE["store_raw"].time():
+        with self._storing_raw, metrics.stage("store_raw"):
             if self._stopping:  # raise, so the batch is not committed: the next owner redelivers it
                 raise _Stopping("ingest agent stopping")
             rejected: list[Rejection] = []
@@ -621,7 +625,7 @@ class IngestAgent(Service):
             self._store_alerts(d.alerts)
 
     def _store_checked(self, d: _Derived) -> None:
-        with self._storing, metrics.STAGE["store_derived"].time():
+        with self._storing:
             if self._stopping:
                 raise _Stopping("ingest agent stopping")
             self._store_derived(d)
@@ -631,13 +635,13 @@ class IngestAgent(Service):
         self._version_ms = max(self._version_ms + 1, int(time.time() * 1000))
         return self._version_ms
 
-    async def check_sla(self) -> None:
-        """Silent open tickets past their deadline: store their breached state; evict stale tickets."""
-        await self._derive_sla_and_evict()
-        await self._store_sla_backlog()
+    async def _derive_sla_and_evict(self, unstored: Iterable[TicketState] = ()) -> None:
+        """Derive the breaches of silent open tickets (queued for storing), then evict stale tickets.
 
-    async def _derive_sla_and_evict(self) -> None:
-        """Derive the breaches of silent open tickets (queued for storing), then evict stale tickets."""
+        ``unstored``: the states of the batch in flight. Neither they nor the breaches queued are stored yet, and
+        an evicted ticket is read back from ClickHouse when an event names it again: those tickets stay in
+        memory until a later check.
+        """
         self._sla_checked_at = time.monotonic()
         clock = self.tickets.sla_clock(caught_up=self._caught_up())
         # CPU work on the state: in a thread, so the event loop (heartbeats, the web server) stays free
@@ -645,8 +649,9 @@ class IngestAgent(Service):
         if states:
             metrics.SLA_OVERDUE.inc(len(states))
             log.info("SLA: %d open tickets went past their deadline", len(states))
-        # after the derivation, whose rows are computed already: eviction only forgets tickets held in memory
-        await asyncio.to_thread(self._evict, clock)
+        keep = {s.ticket_id for s in unstored}
+        keep.update(s.ticket_id for d in self._sla_backlog for s in d.states)
+        await asyncio.to_thread(self._evict, clock, keep)
         metrics.STATE_TICKETS.set(len(self.tickets.store))
 
     async def _store_sla_after(self, batch: asyncio.Future | None) -> bool:
@@ -704,9 +709,9 @@ class IngestAgent(Service):
                 self._sla_backlog.append(self._outputs(states, late))
             return states
 
-    def _evict(self, clock: datetime) -> None:
+    def _evict(self, clock: datetime, keep: set[str] = frozenset()) -> None:
         with self._deriving:
-            if not self._stopping and self.tickets.evict(clock):
+            if not self._stopping and self.tickets.evict(clock, keep):
                 self.indicators.forget_tickets(self.tickets.store.records)
 
     async def _publish(self, batches: dict[str, Tally], derived: _Derived) -> None:

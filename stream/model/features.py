@@ -142,6 +142,7 @@ class Complaint:
 #: a packed complaint: created, handling seconds (NaN: none), open/breached/reopened flags, category and closure
 #: codes, ticket id length; then the ticket id. A customer's complaints are packed one after the other.
 _PACKED = struct.Struct("<ddBIIH")
+_ID_LENGTH = struct.Struct("<H")  # the last field of the header
 _OPEN, _BREACHED, _REOPENED = 1, 2, 4
 
 
@@ -226,7 +227,8 @@ class CustomerHistory:
                 self.evicted += 1
             return
         tid = complaint.ticket_id.encode()
-        if len(held) == _PACKED.size + len(tid) and held.endswith(tid):
+        if (len(held) == _PACKED.size + len(tid) and held.endswith(tid)
+                and _ID_LENGTH.unpack_from(held, _PACKED.size - _ID_LENGTH.size)[0] == len(tid)):  # fmt: skip
             # the usual case: the customer's one complaint is this ticket, in a new state (nothing to unpack)
             self._customers[customer_id] = _pack(complaint)
             return

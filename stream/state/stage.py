@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
 
@@ -262,8 +262,8 @@ class TicketStage:
         """States of open tickets that went past their deadline by ``clock`` (each reported once)."""
         return [self.store.state(t, clock) for t in self.store.overdue(clock)]
 
-    def evict(self, clock: datetime) -> int:
-        """Drop tickets past their retention (see :meth:`TicketStore.evict`); 0 if not due.
+    def evict(self, clock: datetime, keep: Collection[str] = ()) -> int:
+        """Drop tickets past their retention, but those in ``keep`` (see :meth:`TicketStore.evict`); 0 if not due.
 
         A scan of every ticket, so it runs when the clock has moved by 1/72 of the shorter retention (an hour for
         3 days) since the last one, or when the store is over ``max_tickets``: not at every SLA check.
@@ -278,6 +278,9 @@ class TicketStage:
         if not due:
             return 0
         self._evicted_at = clock
-        return self.store.evict(clock)
+        gone = self.store.evict(clock, keep)
+        if self.store.held_back:
+            self._evicted_at = None  # some stayed only for rows not yet stored: due again at the next check
+        return gone
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 
 from ..topology import TicketStateSettings
@@ -84,6 +84,7 @@ class TicketStore:
         self._due_minutes: list[int] = []
         self._filed = 0  # entries in self._due (stale ones included, dropped as they come due)
         self._overdue: set[str] = set()  # open tickets already reported past their deadline
+        self.held_back = 0  # tickets the last evict() kept although past their retention (``keep``)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -210,8 +211,9 @@ class TicketStore:
             if rec is not None and (deadline := _header(rec)[2]) != packed.NO_TIME:
                 self._file(deadline, t)
 
-    def evict(self, clock: datetime) -> int:
-        """Drop tickets past their retention; then the stalest beyond ``max_tickets``."""
+    def evict(self, clock: datetime, keep: Collection[str] = ()) -> int:
+        """Drop tickets past their retention; then the stalest beyond ``max_tickets``. Those in ``keep`` stay
+        (their newest rows are not stored yet, and an evicted ticket is read back from ClickHouse)."""
         s = self.settings
         try:
             closed_before, silent_before = clock - s.closed_retention, clock - s.open_max_age
@@ -219,20 +221,25 @@ class TicketStore:
             closed_before = silent_before = clock
         now, closed_before, silent_before = map(packed.micros, (clock, closed_before, silent_before))
         gone = []
+        held_back = 0
         for t, rec in self.records.items():
             closed, _, _, last = _header(rec)
             if (now if last == packed.NO_TIME else last) < (closed_before if closed else silent_before):
-                gone.append(t)
+                if t in keep:
+                    held_back += 1
+                else:
+                    gone.append(t)
+        self.held_back = held_back
         excess = len(self.records) - len(gone) - s.max_tickets
         if excess > 0:
             leaving = set(gone)
-            keep = (t for t in self.records if t not in leaving)
+            candidates = (t for t in self.records if t not in leaving and t not in keep)
 
             def stalest(t: str) -> int:
                 last = _header(self.records[t])[3]
                 return now if last == packed.NO_TIME else last
 
-            gone += heapq.nsmallest(excess, keep, key=stalest)
+            gone += heapq.nsmallest(excess, candidates, key=stalest)
         self._forget(gone)
         return len(gone)
 
