@@ -447,6 +447,19 @@ def cmd_bench_state(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    from .bench.compare import CompareError, run_compare
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        result = run_compare(against=args.against, events=args.events, rounds=args.rounds, seed=args.seed)
+    except CompareError as exc:
+        print(f"bench compare: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else result["report"])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cxstream", description="Service-perception streaming: Kafka -> Faust -> ClickHouse.")
     p.add_argument("--data-dir", type=Path, help="override CXSTREAM_DATA_DIR")
@@ -558,6 +571,15 @@ def parser() -> argparse.ArgumentParser:
     state.add_argument("--customers", type=int, default=1_000_000)
     state.add_argument("--json", action="store_true")
     state.set_defaults(func=cmd_bench_state)
+    cmp = bench_sub.add_parser(
+        "compare", help="this tree against another commit: the full pipeline over one topic, alternating runs"
+    )
+    cmp.add_argument("--against", required=True, help="the commit to compare with (any git revision, e.g. HEAD~1)")
+    cmp.add_argument("--events", type=int, default=150_000)
+    cmp.add_argument("--rounds", type=int, default=3, help="runs of each tree, alternating (default 3)")
+    cmp.add_argument("--seed", type=int, default=7)
+    cmp.add_argument("--json", action="store_true")
+    cmp.set_defaults(func=cmd_bench_compare)
     return p
 
 

@@ -34,3 +34,31 @@ def test_latency_benchmark_reports_every_figure(tmp_path):
     assert stages["validate"]["batches"] == stages["derive"]["batches"] >= result["batches"]
     assert all(s["batches"] > 0 and s["mean_ms"] > 0 for s in stages.values()), stages
     assert "stages, mean per batch" in result["report"]
+
+
+def test_compare_runs_this_tree_and_a_commit_over_one_topic(tmp_path):
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    env = {**os.environ, "CXSTREAM_DATA_DIR": str(tmp_path / "data")}
+    out = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "bench", "compare", "--against", "HEAD", "--events", "3000", "--rounds", "1",
+         "--json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["against"] == head and result["events"] > 2900
+    for key in ("this_events_per_s", "other_events_per_s", "this_peak_rss_mb", "other_peak_rss_mb"):
+        assert len(result[key]) == 1 and result[key][0] > 0, result
+    assert result["ratio"] > 0 and f"this / {head}" in result["report"]
+    worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
+    assert "cxstream-compare-" not in worktrees  # the temporary checkout is gone
+
+
+def test_compare_names_a_commit_it_cannot_find(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "bench", "compare", "--against", "no-such-commit-xyz", "--events", "100"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "no-such-commit-xyz" in out.stderr and "Traceback" not in out.stderr
