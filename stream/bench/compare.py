@@ -83,7 +83,9 @@ def _run(tree: Path, bootstrap: str, data_dir: Path, group: str, expected: int, 
     return json.loads(lines[-1])
 
 
-def run_compare(against: str, events: int = 150_000, rounds: int = 3, seed: int = 7, timeout: float = 900) -> dict[str, Any]:
+def run_compare(
+    against: str, events: int = 150_000, rounds: int = 3, seed: int = 7, timeout: float = 900
+) -> dict[str, Any]:
     """Events/s of this tree and of commit ``against``, alternating over one prepared topic."""
     here = Path(__file__).resolve().parents[2]
     try:
@@ -119,7 +121,8 @@ def run_compare(against: str, events: int = 150_000, rounds: int = 3, seed: int 
     ratio = statistics.median(this) / statistics.median(that)
 
     def line(label: str, rates: list[float], rss: list[float]) -> str:
-        return (f"{label:<16} {'  '.join(f'{x:>8,.0f}' for x in rates)} events/s   median {statistics.median(rates):,.0f}"
+        figures = "  ".join(f"{x:>8,.0f}" for x in rates)
+        return (f"{label:<16} {figures} events/s   median {statistics.median(rates):,.0f}"
                 f"   peak RSS {min(rss):,.0f}-{max(rss):,.0f} MB")  # fmt: skip
 
     report = "\n".join([
