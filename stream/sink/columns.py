@@ -139,19 +139,30 @@ def ticket_steps_table(states: Sequence, updated_at_ms: int) -> pa.Table:
     The last step of an open ticket has no dwell yet (it grows until the next
     step); tracing shows it as "open for ..." at query time.
     """
-    rows = []
-    for s in states:
-        last = len(s.steps) - 1
-        for v in s.steps:
-            st = v.step
-            dwell = None if (v.index == last and s.status == "open") else v.dwell_s
-            rows.append((s.ticket_id, st.event_id, v.index, st.event_time, st.step, st.source_system,
-                         st.department or "", v.holder, dwell, v.sla_breach, st.closure_type or "", s.district))  # fmt: skip
-    names = list(STEP_COLUMNS)[:-1]
-    cols = list(zip(*rows)) if rows else [()] * len(names)
-    data = {name: pa.array(cols[i], type=STEP_COLUMNS[name]) for i, name in enumerate(names)}
-    data["updated_at"] = pa.array([updated_at_ms] * len(rows), type=_TS)
-    return pa.table(data)
+    # Column by column over the flattened steps: a tuple per row transposed by zip cost about twice as much
+    # (7.8 against 4.4 µs per ticket state, and every touched ticket writes all its steps).
+    owners = [s for s in states for _ in s.steps]
+    views = [v for s in states for v in s.steps]
+    steps = [v.step for v in views]
+    cols = {
+        "ticket_id": [s.ticket_id for s in owners],
+        "event_id": [x.event_id for x in steps],
+        "step_index": [v.index for v in views],
+        "event_time": [x.event_time for x in steps],
+        "step": [x.step for x in steps],
+        "source_system": [x.source_system for x in steps],
+        "department": [x.department or "" for x in steps],
+        "holder": [v.holder for v in views],
+        "dwell_s": [
+            None if (s.status == "open" and v.index == len(s.steps) - 1) else v.dwell_s
+            for s, v in zip(owners, views, strict=True)
+        ],
+        "sla_breach": [v.sla_breach for v in views],
+        "closure_type": [x.closure_type or "" for x in steps],
+        "district": [s.district for s in owners],
+        "updated_at": [updated_at_ms] * len(views),
+    }
+    return pa.table({name: pa.array(cols[name], type=STEP_COLUMNS[name]) for name in STEP_COLUMNS})
 
 
 _S, _U8 = pa.string(), pa.uint8()
