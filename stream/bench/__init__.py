@@ -57,4 +57,5 @@ def stage_breakdown(before: dict, after: dict, events: int) -> dict[str, dict]:
 def stage_lines(breakdown: dict[str, dict], unit: str) -> str:
     """One line of the stages: ``unit`` "event" (µs per event) or "batch" (mean ms per batch)."""
     key, suffix = ("us_per_event", "us") if unit == "event" else ("mean_ms", "ms")
-    return "   ".join(f"{name.replace('_', ' ')} {v[key]:,.1f} {suffix}" for name, v in breakdown.items() if v[key] is not None)
+    shown = {name.replace("_", " "): v[key] for name, v in breakdown.items() if v[key] is not None}
+    return "   ".join(f"{name} {value:,.1f} {suffix}" for name, value in shown.items())
