@@ -10,6 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import time
+
+from stream.bench import cpu_seconds
 
 from .conftest import REPO
 
@@ -51,6 +54,9 @@ def test_compare_runs_this_tree_and_a_commit_over_one_topic(tmp_path):
     for key in ("this_events_per_s", "other_events_per_s", "this_peak_rss_mb", "other_peak_rss_mb"):
         assert len(result[key]) == 1 and result[key][0] > 0, result
     assert result["ratio"] > 0 and f"this / {head}" in result["report"]
+    for key in ("this_cpu_us_per_event", "other_cpu_us_per_event"):  # timed in the run's own process
+        assert len(result[key]) == 1 and result[key][0] > 0, result
+    assert result["cpu_ratio"] > 0 and "CPU per event" in result["report"]
     worktrees = subprocess.run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
     assert "cxstream-compare-" not in worktrees  # the temporary checkout is gone
 
@@ -62,3 +68,22 @@ def test_compare_names_a_commit_it_cannot_find(tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert "no-such-commit-xyz" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cpu_seconds_counts_another_process_and_this_one():
+    spin = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass\ninput()"
+    child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while cpu_seconds(child.pid) < 0.35 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0.35 <= cpu_seconds(child.pid) < 5
+    finally:
+        child.kill()
+        child.wait()
+    assert cpu_seconds(child.pid) == 0.0  # gone: no figure, not an error
+    before = cpu_seconds()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    assert cpu_seconds() - before >= 0.15

@@ -11,7 +11,9 @@ alternating, ``rounds`` times each:
    lifecycle, indicators, factor model, alerts, ClickHouse, commit) and reports events/s from its first poll to its
    last commit, and its peak RSS.
 
-It prints each run, the medians and their ratio. The other commit must have ``stream.bench.ingest.pipeline_consume``
+It prints each run, the medians and their ratio, and the same for the CPU time per event (the worker's, from its first
+poll to its last event, every thread): a steadier figure than events/s on a shared machine, since other processes
+slow a run's wall clock far more than its CPU time. The other commit must have ``stream.bench.ingest.pipeline_consume``
 (every commit since issue 8's first round).
 """
 
@@ -32,21 +34,43 @@ from ..runtime.broker import EmbeddedBroker, ensure_topics
 from ..simulate import generate
 from ..simulate.publish import publish
 from ..topology import load_topology
+from . import cpu_seconds
 
 #: one run, in a fresh process whose ``stream`` package is the tree's own
 _RUN = """
-import asyncio, json, sys
+import asyncio, json, resource, sys
 from pathlib import Path
+import stream.ingest.agent
 from stream.bench import peak_rss_mb
 from stream.bench.ingest import _group, pipeline_consume
 from stream.runtime.worker import tune_gc
 from stream.settings import Settings
 from stream.topology import load_topology
 bootstrap, data_dir, group, expected, topology = sys.argv[1:6]
+expected = int(expected)
+# The agent, to time the CPU from its first poll to its last event (the same way in every tree, old ones too)
+agents, _init = [], stream.ingest.agent.IngestAgent.__init__
+def init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    agents.append(self)
+stream.ingest.agent.IngestAgent.__init__ = init
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+async def main():
+    settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap, clickhouse_url=None)
+    run = asyncio.ensure_future(pipeline_consume(bootstrap, _group(load_topology(topology), group), settings, expected))
+    first = last = None
+    while not run.done():
+        if agents and first is None and agents[0].first_polled_at is not None:
+            first = cpu()
+        if agents and last is None and sum(agents[0].progress.totals.values()) >= expected:
+            last = cpu()
+        await asyncio.sleep(0.01)
+    return run.result()[0], (last - first) if first is not None and last is not None else None
 tune_gc()
-settings = Settings(data_dir=Path(data_dir), kafka_bootstrap=bootstrap, clickhouse_url=None)
-rate, _ = asyncio.run(pipeline_consume(bootstrap, _group(load_topology(topology), group), settings, int(expected)))
-print(json.dumps({"rate": rate, "rss_mb": peak_rss_mb()}))
+rate, cpu_s = asyncio.run(main())
+print(json.dumps({"rate": rate, "rss_mb": peak_rss_mb(), "cpu_s": cpu_s}))
 """
 
 
@@ -111,7 +135,9 @@ def run_compare(
                         label = "this tree" if key == "this" else commit
                         data_dir = Path(tmp) / f"{key}-{r}"
                         data_dir.mkdir()
+                        broker_cpu = cpu_seconds(broker.pid)
                         result = _run(tree, broker.bootstrap, data_dir, f"compare-{key}-{r}", len(sim.records), timeout)
+                        result["broker_cpu_s"] = cpu_seconds(broker.pid) - broker_cpu
                         runs[key].append(result)
                         _say(f"bench: round {r + 1}/{rounds}, {label}: {result['rate']:,.0f} events/s")
         finally:
@@ -119,6 +145,18 @@ def run_compare(
     this = [x["rate"] for x in runs["this"]]
     that = [x["rate"] for x in runs["other"]]
     ratio = statistics.median(this) / statistics.median(that)
+
+    n = len(sim.records)
+    cpu = {k: [x["cpu_s"] / n * 1e6 for x in v if x.get("cpu_s") is not None] for k, v in runs.items()}
+    broker = {k: statistics.median(x["broker_cpu_s"] / n * 1e6 for x in v) for k, v in runs.items()}
+    cpu_ratio = statistics.median(cpu["this"]) / statistics.median(cpu["other"]) if all(cpu.values()) else None
+
+    def cpu_line(label: str, key: str) -> str:
+        if not cpu[key]:
+            return f"{label:<16} CPU per event: not measured"
+        figures = "  ".join(f"{x:>8,.1f}" for x in cpu[key])
+        return (f"{label:<16} {figures} us CPU per event   median {statistics.median(cpu[key]):,.1f}"
+                f"   (broker {broker[key]:,.1f} us)")  # fmt: skip
 
     def line(label: str, rates: list[float], rss: list[float]) -> str:
         figures = "  ".join(f"{x:>8,.0f}" for x in rates)
@@ -130,6 +168,10 @@ def run_compare(
         line("this tree", this, [x["rss_mb"] for x in runs["this"]]),
         line(commit, that, [x["rss_mb"] for x in runs["other"]]),
         f"this / {commit:<9} {ratio:.3f} (median over median)",
+        cpu_line("this tree", "this"),
+        cpu_line(commit, "other"),
+        f"this / {commit:<9} {cpu_ratio:.3f} CPU per event (median over median; below 1 is less work)"
+        if cpu_ratio else f"this / {commit:<9} CPU per event: n/a",
         f"machine          {os.cpu_count()} cores, Python {sys.version.split()[0]}",
     ])  # fmt: skip
     return {
@@ -138,4 +180,7 @@ def run_compare(
         "this_peak_rss_mb": [round(x["rss_mb"]) for x in runs["this"]],
         "other_peak_rss_mb": [round(x["rss_mb"]) for x in runs["other"]],
         "ratio": round(ratio, 3), "report": report,
+        "this_cpu_us_per_event": [round(x, 1) for x in cpu["this"]],
+        "other_cpu_us_per_event": [round(x, 1) for x in cpu["other"]],
+        "cpu_ratio": cpu_ratio and round(cpu_ratio, 3),
     }  # fmt: skip

