@@ -128,10 +128,10 @@ def run_pipeline_bench(
         "full pipeline by stage, time per event (validate and derive hold the GIL; the stores are mostly",
         "ClickHouse's work, overlapping the next batch; publish includes waiting for the broker's acks):",
         f"  {stage_lines(stages, 'event')}",
-        f"CPU per event, full pipeline  worker {min(worker_cpu):,.1f} us (all its threads)   broker {min(broker_cpu):,.1f} us"
-        f"   (least of {len(runs)} runs)",
-        f"  -> at most {cpu_ceiling(cpu):,.0f} events/s with all {os.cpu_count()} cores busy; {TARGET:,} events/s needs"
-        f" <= {os.cpu_count() * 1e6 / TARGET:,.0f} us",
+        (f"CPU per event, full pipeline  worker {min(worker_cpu):,.1f} us (all its threads)   broker"
+         f" {min(broker_cpu):,.1f} us   (least of {len(runs)} runs)"),
+        (f"  -> at most {cpu_ceiling(cpu):,.0f} events/s with all {os.cpu_count()} cores busy; {TARGET:,} events/s"
+         f" needs <= {(os.cpu_count() or 1) * 1e6 / TARGET:,.0f} us"),
     ]
     if latency:
         lat, ind = latency["alert_latency_ms"], latency["indicator_latency_ms"]
