@@ -48,7 +48,8 @@ from stream.settings import Settings
 from stream.topology import load_topology
 bootstrap, data_dir, group, expected, topology = sys.argv[1:6]
 expected = int(expected)
-# The agent, to time the CPU from its first poll to its last event (the same way in every tree, old ones too)
+# The agent, to time the CPU from its first poll to its last event: measured here, the same way for every tree
+# (older trees' pipeline_consume does not report CPU, and their stream.bench has no cpu_seconds)
 agents, _init = [], stream.ingest.agent.IngestAgent.__init__
 def init(self, *args, **kwargs):
     _init(self, *args, **kwargs)
@@ -148,7 +149,7 @@ def run_compare(
 
     n = len(sim.records)
     cpu = {k: [x["cpu_s"] / n * 1e6 for x in v if x.get("cpu_s") is not None] for k, v in runs.items()}
-    broker = {k: statistics.median(x["broker_cpu_s"] / n * 1e6 for x in v) for k, v in runs.items()}
+    broker_us = {k: statistics.median(x["broker_cpu_s"] / n * 1e6 for x in v) for k, v in runs.items()}
     cpu_ratio = statistics.median(cpu["this"]) / statistics.median(cpu["other"]) if all(cpu.values()) else None
 
     def cpu_line(label: str, key: str) -> str:
@@ -156,7 +157,7 @@ def run_compare(
             return f"{label:<16} CPU per event: not measured"
         figures = "  ".join(f"{x:>8,.1f}" for x in cpu[key])
         return (f"{label:<16} {figures} us CPU per event   median {statistics.median(cpu[key]):,.1f}"
-                f"   (broker {broker[key]:,.1f} us)")  # fmt: skip
+                f"   (broker {broker_us[key]:,.1f} us)")  # fmt: skip
 
     def line(label: str, rates: list[float], rss: list[float]) -> str:
         figures = "  ".join(f"{x:>8,.0f}" for x in rates)

@@ -95,7 +95,7 @@ async def pipeline_consume(
             if cpu_at_first_poll is None and agent.first_polled_at is not None:
                 cpu_at_first_poll = cpu_seconds()
             await asyncio.sleep(0.01)
-        cpu = cpu_seconds() - (cpu_at_first_poll if cpu_at_first_poll is not None else cpu_seconds())
+        cpu = cpu_seconds() - cpu_at_first_poll if cpu_at_first_poll is not None else 0.0
         elapsed = agent.last_commit_at - agent.first_polled_at
         return PipelineRun(expected / elapsed, dict(agent.progress.totals), cpu)
     finally:

@@ -37,8 +37,8 @@ def tune_gc() -> None:
     After each batch the agent freezes what survived (``gc.freeze()``, which
     also resets the young generation's count), so a young collection only ever
     runs within a batch, where nearly everything it scans is alive: at a
-    threshold of 200,000 a 150,000-event replay ran 5 of them, 93 ms each with
-    every thread stopped, and they found 45 objects of garbage in all (cycles
+    threshold of 200,000 a 150,000-event replay ran 5 of them, 65-93 ms each
+    with every thread stopped, and they found 30-45 objects of garbage (cycles
     are rare here; refcounting frees the rest). At 1,000,000 a batch of 25,000
     events does not reach it, and the agent's full collection every 10 minutes
     finds what cycles there are.
