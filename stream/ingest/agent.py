@@ -36,9 +36,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import pyarrow as pa
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -117,6 +118,17 @@ class _Derived:
     model: ModelOutput | None = None  # a factor-model publication, when one was due
     alerts: AlertOutput | None = None  # alert transitions and the supervision tickets they open
     watermark: datetime | None = None  # the indicator watermark after this derivation (too-late rows)
+    #: the rows to store, (table, Arrow table) in order: built where they are derived, so the stage that
+    #: stores, publishes and commits (the pipeline's slower half at a steady rate) only inserts
+    tables: list[tuple[str, pa.Table]] = field(default_factory=list)
+
+
+def _model_tables(out: ModelOutput) -> list[tuple[str, pa.Table]]:
+    """A factor-model publication's rows; the snapshot last: it vouches for what came before."""
+    tables = [("factor_coefficients", out.coefficients)] if len(out.coefficients) else []
+    if len(out.exposure):
+        tables.append(("factor_exposure", out.exposure))
+    return [*tables, ("factor_model_snapshots", out.snapshot)]
 
 
 @dataclass
@@ -462,14 +474,12 @@ class IngestAgent(Service):
         metrics.BATCH_SECONDS.observe(time.perf_counter() - work.started)
         return True
 
-    def _store_alerts(self, out: AlertOutput) -> None:
-        if out.alerts:
-            self._insert("alerts", self.alerts.alerts_table(out.alerts))
+    def _alert_tables(self, out: AlertOutput) -> list[tuple[str, pa.Table]]:
+        tables = [("alerts", self.alerts.alerts_table(out.alerts))] if out.alerts else []
         if out.supervision:
             events, tickets = self.alerts.supervision_tables(out.supervision, out.tickets, utcnow())
-            self._insert("supervision_events", events)
-            self._insert("supervision_tickets", tickets)
-            metrics.SUPERVISION_EVENTS.labels("opened").inc(len(out.supervision))
+            tables += [("supervision_events", events), ("supervision_tickets", tickets)]
+        return tables
 
     async def _final_publication(self) -> None:
         """What the models learned since their last publication, and a snapshot, so a restart resumes here."""
@@ -486,11 +496,8 @@ class IngestAgent(Service):
             log.warning("final factor-model publication failed (%s); the next start relearns from ClickHouse", exc)
 
     def _store_model(self, out: ModelOutput) -> None:
-        if len(out.coefficients):
-            self._insert("factor_coefficients", out.coefficients)
-        if len(out.exposure):
-            self._insert("factor_exposure", out.exposure)
-        self._insert("factor_model_snapshots", out.snapshot)  # last: it vouches for what came before
+        for table, rows in _model_tables(out):
+            self._insert(table, rows)
         metrics.MODEL_PUBLISHED.inc()
 
     def active_alerts(self, statuses: tuple[str, ...] = ("pending", "firing")) -> list[dict]:
@@ -586,7 +593,26 @@ class IngestAgent(Service):
             updates = self.alerts.cell_updates(ind.cube, cells, ind.writer_id)
             alerts = self.alerts.apply(updates, arrival_ms, utcnow(), ind.cube.watermark)
             metrics.count_alerts(alerts.alerts, len(self.alerts.engine), self.alerts.engine.counts())
-        return _Derived(states, cells, late, version, messages, model, alerts, ind.cube.watermark)
+        derived = _Derived(states, cells, late, version, messages, model, alerts, ind.cube.watermark)
+        derived.tables = self._tables(derived)
+        return derived
+
+    def _tables(self, d: _Derived) -> list[tuple[str, pa.Table]]:
+        """A derivation's rows (the factor model's publication is its own tables, built by the model)."""
+        tables = []
+        if d.states:
+            tables += [("ticket_state", ticket_state_table(d.states, d.version)),
+                       ("ticket_steps", ticket_steps_table(d.states, d.version))]  # fmt: skip
+        if len(d.cells):
+            ind = self.indicators
+            tables.append(("indicator_cells", cells_table(ind.cube, d.cells, ind.writer_id, d.version, d.version)))
+        if d.late:
+            tables.append(("indicator_too_late", too_late_table(d.late, d.watermark, d.version)))
+        if d.model is not None:
+            tables += _model_tables(d.model)
+        if d.alerts:
+            tables += self._alert_tables(d.alerts)
+        return tables
 
     def _store_raw(self, batches: dict[str, IngestBatch], now: datetime) -> None:
         """Accepted events, dead letters and resends (through the second connection)."""
@@ -610,19 +636,14 @@ class IngestAgent(Service):
             (writer or self.writer).insert(table, data)
 
     def _store_derived(self, d: _Derived) -> None:
-        if d.states:
-            self._insert("ticket_state", ticket_state_table(d.states, d.version))
-            self._insert("ticket_steps", ticket_steps_table(d.states, d.version))
-        if len(d.cells):
-            ind = self.indicators
-            self._insert("indicator_cells", cells_table(ind.cube, d.cells, ind.writer_id, d.version, d.version))
+        for table, rows in d.tables:
+            self._insert(table, rows)
         if d.late:
-            self._insert("indicator_too_late", too_late_table(d.late, d.watermark, d.version))
             metrics.INDICATOR_TOO_LATE.inc(len(d.late))
         if d.model is not None:
-            self._store_model(d.model)
-        if d.alerts:
-            self._store_alerts(d.alerts)
+            metrics.MODEL_PUBLISHED.inc()
+        if d.alerts and d.alerts.supervision:
+            metrics.SUPERVISION_EVENTS.labels("opened").inc(len(d.alerts.supervision))
 
     def _store_checked(self, d: _Derived) -> None:
         with self._storing:
