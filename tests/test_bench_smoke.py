@@ -31,6 +31,9 @@ def test_latency_benchmark_reports_every_figure(tmp_path):
         assert isinstance(figures["p50"], int) and isinstance(figures["p99"], int), result
         assert 0 <= figures["p50"] <= figures["p99"]
     assert result["alerts"] > 0
+    # the worker's own CPU (the events come from a publisher process): some, and not absurd for a few thousand events
+    assert 10 < result["worker_cpu_us_per_event"] < 100_000, result["worker_cpu_us_per_event"]
+    assert "worker CPU" in result["report"]
     # where a batch's time goes: every stage measured, once per batch for validation and derivation
     stages = result["stages"]
     assert set(stages) == {"validate", "derive", "store_raw", "store_derived", "publish", "commit"}

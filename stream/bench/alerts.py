@@ -10,12 +10,19 @@ fires on the first complaint of every cell of every window, so there are hundred
   (its indicator cells stored in ClickHouse and published on ``cx.indicator-updates.v1``);
 - **event -> alert**: per alert, from the earliest Kafka timestamp of the batch that caused it to the
   alert message's Kafka timestamp on ``cx.alerts.v1`` (an upper bound for the event that crossed).
+- **worker CPU per event**: the benchmark process's CPU (every thread, chDB's included) from the first
+  event published to the last handled, over the events handled. The events are published by a process
+  of their own (``python -m stream.bench.alerts BOOTSTRAP ...``), as upstream systems would: in this
+  process, the publisher held the GIL about a fifth of the time at 5,000 events/s (py-spy ``--gil``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,8 +118,39 @@ def _ms(values: list[float], q: float) -> int | None:
     return None if not values else round(_pct(values, q) * 1000)
 
 
-async def _run(settings: Settings, topology: Topology, bootstrap: str, records: list, rate: float, duration: float):
+def _cpu_s() -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)  # this process only: not the publisher, not the broker
+    return use.ru_utime + use.ru_stime
+
+
+async def _publisher(bootstrap: str, topic_names: dict[str, str], rate: float, duration: float, events: int,
+                     seed: int) -> asyncio.subprocess.Process:  # fmt: skip
+    """The publisher process, once it has generated its events and is ready to go."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stream.bench.alerts", bootstrap, json.dumps(topic_names), str(rate), str(duration),
+        str(events), str(seed), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    if (await proc.stdout.readline()).strip() != b"ready":
+        raise RuntimeError(f"the benchmark's publisher failed to start (exit code {await proc.wait()})")
+    return proc
+
+
+async def _publish_elsewhere(proc: asyncio.subprocess.Process) -> int:
+    """Let the publisher go; how many events it sent."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
+    answer = (await proc.stdout.readline()).strip()
+    if await proc.wait() != 0 or not answer.isdigit():
+        raise RuntimeError("the benchmark's publisher failed (its error is above)")
+    return int(answer)
+
+
+async def _run(settings: Settings, topology: Topology, bootstrap: str, rate: float, duration: float, events: int,
+               seed: int):  # fmt: skip
     topic_names = {k: t.name for k, t in topology.source_topics().items()}
+    publisher = asyncio.create_task(_publisher(bootstrap, topic_names, rate, duration, events, seed))
     writer = await asyncio.to_thread(open_writer, settings, topology)
     agent = IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600)
     batch_latencies: list[float] = []
@@ -129,34 +167,42 @@ async def _run(settings: Settings, topology: Topology, bootstrap: str, records: 
     await agent.start()
     try:
         await asyncio.wait_for(agent.ready.wait(), 60)
-        _say(f"bench: publishing at {rate:,.0f} events/s for {duration:.0f} s")
-        sent = await _feed(bootstrap, records, topic_names, rate, duration)
+        proc = await publisher
+        _say(f"bench: publishing at {rate:,.0f} events/s for {duration:.0f} s (from a process of its own)")
+        cpu_before = _cpu_s()
+        sent = await _publish_elsewhere(proc)
         deadline = time.monotonic() + 60
         while sum(agent.progress.totals.values()) < sent and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        cpu_s = _cpu_s() - cpu_before
         handled = sum(agent.progress.totals.values())
         _say(f"bench: handled {dict(agent.progress.totals)}; alert transitions {agent.alerts.engine.counts()}")
     finally:
+        if not publisher.done():
+            publisher.cancel()
+        elif not publisher.cancelled() and publisher.exception() is None and publisher.result().returncode is None:
+            publisher.result().kill()  # started, never told to go (the worker failed)
         await agent.stop()
         writer.client.close()
-    return sent, handled, batch_latencies
+    return sent, handled, batch_latencies, cpu_s
 
 
 def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings) -> dict[str, Any]:
     topology = _bench_topology(load_topology(settings.topology))
     tune_gc()
     events = int(rate * duration * 1.05) + 1000
-    _say(f"bench: generating {events:,} simulated events")
-    sim = generate(events, seed, datetime(2026, 11, 1, tzinfo=timezone.utc), malformed_share=0.0, resend_share=0.0)
     with tempfile.TemporaryDirectory(prefix="cxstream-bench-") as tmp, EmbeddedBroker() as broker:
         asyncio.run(ensure_topics(broker.bootstrap, topology))
         bench_settings = Settings(data_dir=Path(tmp), kafka_bootstrap=broker.bootstrap, clickhouse_url=None,
                                   topology=settings.topology)  # fmt: skip
         before = stage_totals()
-        sent, handled, batches = asyncio.run(_run(bench_settings, topology, broker.bootstrap, sim.records, rate, duration))
+        sent, handled, batches, cpu_s = asyncio.run(
+            _run(bench_settings, topology, broker.bootstrap, rate, duration, events, seed)
+        )
         stages = stage_breakdown(before, stage_totals(), handled)
         alerts = asyncio.run(_alert_latencies(broker.bootstrap, topology.topics["alerts"].name))
     peak_mb = peak_rss_mb()
+    cpu_us = cpu_s / max(handled, 1) * 1e6
     steady = batches[2:] or batches  # the first batches carry the group join's backlog
     report = (
         f"events published          {sent:,} at {rate:,.0f}/s for {duration:.0f} s ({handled:,} handled)\n"
@@ -165,6 +211,7 @@ def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings)
         f"alerts (bench rule)       {len(alerts):,}\n"
         f"event -> alert on topic   p50 {_pct(alerts, 50) * 1000:,.0f} ms   p99 {_pct(alerts, 99) * 1000:,.0f} ms\n"
         f"stages, mean per batch    {stage_lines(stages, 'batch')}\n"
+        f"worker CPU                {cpu_us:,.0f} us per event ({cpu_s / duration:.2f} cores; every thread, chDB's too)\n"
         f"peak RSS                  {peak_mb:,.0f} MB\n"
         f"machine                   {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     )
@@ -173,6 +220,22 @@ def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings)
         "indicator_latency_ms": {"p50": _ms(steady, 50), "p99": _ms(steady, 99)},
         "alerts": len(alerts),
         "alert_latency_ms": {"p50": _ms(alerts, 50), "p99": _ms(alerts, 99)},
-        "stages": stages,
+        "stages": stages, "worker_cpu_us_per_event": round(cpu_us, 1),
         "peak_rss_mb": round(peak_mb), "report": report,
     }  # fmt: skip
+
+
+def _publish_main(argv: list[str]) -> None:
+    """The publisher process: generate the events, say ready, publish on "go", print how many were sent."""
+    bootstrap, topic_names, rate, duration, events, seed = argv
+    _say(f"bench: generating {int(events):,} simulated events")
+    sim = generate(int(events), int(seed), datetime(2026, 11, 1, tzinfo=timezone.utc), malformed_share=0.0,
+                   resend_share=0.0)  # fmt: skip
+    print("ready", flush=True)
+    if not sys.stdin.readline():  # the benchmark ended before it said go
+        return
+    print(asyncio.run(_feed(bootstrap, sim.records, json.loads(topic_names), float(rate), float(duration))), flush=True)
+
+
+if __name__ == "__main__":
+    _publish_main(sys.argv[1:])
