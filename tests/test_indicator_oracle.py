@@ -487,7 +487,18 @@ async def _handled(agent, n: int, timeout_s: float = 60) -> None:
     while sum(agent.progress.totals.values()) < n:
         assert time.monotonic() < deadline, f"agent handled {dict(agent.progress.totals)} of {n}"
         await asyncio.sleep(0.05)
-    await asyncio.sleep(2.0)  # idle: at least one SLA check (every 0.5 s) ran after the last batch
+    # Idle: an SLA check (every 0.5 s) that started after the last batch has derived its breaches (a second check
+    # has started since: the loop runs them one at a time) and stored them (the queue is empty). A fixed sleep was
+    # too short on a loaded machine: the breaches of the day's open tickets were not stored before the stop.
+    since, first = time.monotonic(), None
+    while True:
+        checked = agent._sla_checked_at  # noqa: SLF001
+        if first is None and checked > since:
+            first = checked
+        elif first is not None and checked > first and not agent._sla_backlog:  # noqa: SLF001
+            break
+        assert time.monotonic() < deadline + 30, "no SLA check after the last batch stored its breaches"
+        await asyncio.sleep(0.05)
 
 
 async def _all_handled(agents, n: int, timeout_s: float = 90) -> None:
