@@ -124,12 +124,13 @@ def _cpu_s() -> float:
 
 
 async def _publisher(bootstrap: str, topic_names: dict[str, str], rate: float, duration: float, events: int,
-                     seed: int) -> asyncio.subprocess.Process:  # fmt: skip
-    """The publisher process, once it has generated its events and is ready to go."""
+                     seed: int, started: list) -> asyncio.subprocess.Process:  # fmt: skip
+    """The publisher process, once it has generated its events and is ready to go (``started`` gets it at once)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "stream.bench.alerts", bootstrap, json.dumps(topic_names), str(rate), str(duration),
         str(events), str(seed), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
     )  # fmt: skip
+    started.append(proc)
     assert proc.stdout is not None
     if (await proc.stdout.readline()).strip() != b"ready":
         raise RuntimeError(f"the benchmark's publisher failed to start (exit code {await proc.wait()})")
@@ -150,7 +151,20 @@ async def _publish_elsewhere(proc: asyncio.subprocess.Process) -> int:
 async def _run(settings: Settings, topology: Topology, bootstrap: str, rate: float, duration: float, events: int,
                seed: int):  # fmt: skip
     topic_names = {k: t.name for k, t in topology.source_topics().items()}
-    publisher = asyncio.create_task(_publisher(bootstrap, topic_names, rate, duration, events, seed))
+    started: list[asyncio.subprocess.Process] = []
+    publisher = asyncio.create_task(_publisher(bootstrap, topic_names, rate, duration, events, seed, started))
+    try:
+        return await _measure(settings, topology, bootstrap, rate, duration, publisher)
+    finally:
+        publisher.cancel()  # nothing if it is done
+        for proc in started:
+            if proc.returncode is None:  # never told to go, or the benchmark failed meanwhile
+                proc.kill()
+                await proc.wait()
+
+
+async def _measure(settings: Settings, topology: Topology, bootstrap: str, rate: float, duration: float,
+                   publisher: asyncio.Task):  # fmt: skip
     writer = await asyncio.to_thread(open_writer, settings, topology)
     agent = IngestAgent(bootstrap=bootstrap, topology=topology, writer=writer, progress_interval=3600)
     batch_latencies: list[float] = []
@@ -169,22 +183,18 @@ async def _run(settings: Settings, topology: Topology, bootstrap: str, rate: flo
         await asyncio.wait_for(agent.ready.wait(), 60)
         proc = await publisher
         _say(f"bench: publishing at {rate:,.0f} events/s for {duration:.0f} s (from a process of its own)")
-        cpu_before = _cpu_s()
+        cpu_before, wall_before = _cpu_s(), time.perf_counter()
         sent = await _publish_elsewhere(proc)
         deadline = time.monotonic() + 60
         while sum(agent.progress.totals.values()) < sent and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        cpu_s = _cpu_s() - cpu_before
+        cpu_s, wall_s = _cpu_s() - cpu_before, time.perf_counter() - wall_before
         handled = sum(agent.progress.totals.values())
         _say(f"bench: handled {dict(agent.progress.totals)}; alert transitions {agent.alerts.engine.counts()}")
     finally:
-        if not publisher.done():
-            publisher.cancel()
-        elif not publisher.cancelled() and publisher.exception() is None and publisher.result().returncode is None:
-            publisher.result().kill()  # started, never told to go (the worker failed)
         await agent.stop()
         writer.client.close()
-    return sent, handled, batch_latencies, cpu_s
+    return sent, handled, batch_latencies, cpu_s, wall_s
 
 
 def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings) -> dict[str, Any]:
@@ -196,7 +206,7 @@ def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings)
         bench_settings = Settings(data_dir=Path(tmp), kafka_bootstrap=broker.bootstrap, clickhouse_url=None,
                                   topology=settings.topology)  # fmt: skip
         before = stage_totals()
-        sent, handled, batches, cpu_s = asyncio.run(
+        sent, handled, batches, cpu_s, wall_s = asyncio.run(
             _run(bench_settings, topology, broker.bootstrap, rate, duration, events, seed)
         )
         stages = stage_breakdown(before, stage_totals(), handled)
@@ -211,7 +221,7 @@ def run_alert_bench(rate: float, duration: float, seed: int, settings: Settings)
         f"alerts (bench rule)       {len(alerts):,}\n"
         f"event -> alert on topic   p50 {_pct(alerts, 50) * 1000:,.0f} ms   p99 {_pct(alerts, 99) * 1000:,.0f} ms\n"
         f"stages, mean per batch    {stage_lines(stages, 'batch')}\n"
-        f"worker CPU                {cpu_us:,.0f} us per event ({cpu_s / duration:.2f} cores; every thread, chDB's too)\n"
+        f"worker CPU                {cpu_us:,.0f} us per event ({cpu_s / wall_s:.2f} cores; every thread, chDB's too)\n"
         f"peak RSS                  {peak_mb:,.0f} MB\n"
         f"machine                   {os.cpu_count()} cores, Python {sys.version.split()[0]}"
     )
