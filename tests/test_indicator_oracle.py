@@ -487,17 +487,27 @@ async def _handled(agent, n: int, timeout_s: float = 60) -> None:
     while sum(agent.progress.totals.values()) < n:
         assert time.monotonic() < deadline, f"agent handled {dict(agent.progress.totals)} of {n}"
         await asyncio.sleep(0.05)
-    # Idle: an SLA check (every 0.5 s) that started after the last batch has derived its breaches (a second check
-    # has started since: the loop runs them one at a time) and stored them (the queue is empty). A fixed sleep was
-    # too short on a loaded machine: the breaches of the day's open tickets were not stored before the stop.
-    since, first = time.monotonic(), None
+    await _sla_stored([agent], deadline + 30)
+
+
+async def _sla_stored(agents, deadline: float) -> None:
+    """Idle: in each agent, an SLA check (every 0.5 s) that started after now has derived its breaches (a second
+    check has started since: the loop runs them one at a time) and stored them (the queue is empty). A fixed sleep
+    was too short on a loaded machine: the breaches of the day's open tickets were not stored before the stop."""
+    since = time.monotonic()
+    first: dict[int, float] = {}
     while True:
-        checked = agent._sla_checked_at  # noqa: SLF001
-        if first is None and checked > since:
-            first = checked
-        elif first is not None and checked > first and not agent._sla_backlog:  # noqa: SLF001
-            break
-        assert time.monotonic() < deadline + 30, "no SLA check after the last batch stored its breaches"
+        done = 0
+        for i, agent in enumerate(agents):
+            checked = agent._sla_checked_at  # noqa: SLF001
+            if i not in first:
+                if checked > since:
+                    first[i] = checked
+            elif checked > first[i] and not agent._sla_backlog:  # noqa: SLF001
+                done += 1
+        if done == len(agents):
+            return
+        assert time.monotonic() < deadline, "no SLA check after the last batch stored its breaches"
         await asyncio.sleep(0.05)
 
 
@@ -518,7 +528,7 @@ async def _all_handled(agents, n: int, timeout_s: float = 90) -> None:
                 break
         assert time.monotonic() < deadline, f"agents handled {handled} of {n}"
         await asyncio.sleep(0.05)
-    await asyncio.sleep(2.0)  # idle: at least one SLA check (every 0.5 s) ran after the last batch
+    await _sla_stored(agents, deadline + 30)
 
 
 async def _run_in_halves(broker, topo, topics, tmp_path, records, halves: bool) -> None:
