@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from ..settings import Settings
 from ..simulate import generate
 from ..simulate.publish import make_producer
 from ..topology import AlertRule, Topology, load_topology
-from . import peak_rss_mb, stage_breakdown, stage_lines, stage_totals
+from . import cpu_seconds, peak_rss_mb, stage_breakdown, stage_lines, stage_totals
 
 BENCH_RULE = {
     "name": "bench_first_complaint", "indicator": "complaints", "scope": "district", "by": ["channel", "business_line"],
@@ -118,11 +117,6 @@ def _ms(values: list[float], q: float) -> int | None:
     return None if not values else round(_pct(values, q) * 1000)
 
 
-def _cpu_s() -> float:
-    use = resource.getrusage(resource.RUSAGE_SELF)  # this process only: not the publisher, not the broker
-    return use.ru_utime + use.ru_stime
-
-
 async def _publisher(bootstrap: str, topic_names: dict[str, str], rate: float, duration: float, events: int,
                      seed: int, started: list) -> asyncio.subprocess.Process:  # fmt: skip
     """The publisher process, once it has generated its events and is ready to go (``started`` gets it at once)."""
@@ -183,12 +177,13 @@ async def _measure(settings: Settings, topology: Topology, bootstrap: str, rate:
         await asyncio.wait_for(agent.ready.wait(), 60)
         proc = await publisher
         _say(f"bench: publishing at {rate:,.0f} events/s for {duration:.0f} s (from a process of its own)")
-        cpu_before, wall_before = _cpu_s(), time.perf_counter()
+        # this process only: not the publisher, not the broker
+        cpu_before, wall_before = cpu_seconds(), time.perf_counter()
         sent = await _publish_elsewhere(proc)
         deadline = time.monotonic() + 60
         while sum(agent.progress.totals.values()) < sent and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        cpu_s, wall_s = _cpu_s() - cpu_before, time.perf_counter() - wall_before
+        cpu_s, wall_s = cpu_seconds() - cpu_before, time.perf_counter() - wall_before
         handled = sum(agent.progress.totals.values())
         _say(f"bench: handled {dict(agent.progress.totals)}; alert transitions {agent.alerts.engine.counts()}")
     finally:
