@@ -132,3 +132,61 @@ async def test_storage_outage_holds_the_batch_until_clickhouse_is_back(broker, t
     ).result_rows
     writer.client.close()
     assert rows == [(500,)]
+
+
+class _GatedAgent(IngestAgent):
+    """Holds each polled batch until ``gate`` is set, and notes how many records each poll brought."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.gate = asyncio.Event()
+        self.polled: list[int] = []
+
+    async def _prepare(self, polled):
+        self.polled.append(sum(map(len, polled.values())))
+        await self.gate.wait()
+        return await super()._prepare(polled)
+
+
+async def test_caught_up_a_poll_takes_everything_that_arrived_while_the_batch_before_was_handled(
+    broker, topology, topics, tmp_path
+):
+    """Latency at a steady rate: the events that arrive while a batch is handled all come in the next batch.
+
+    aiokafka fetches a partition again as soon as a poll has taken what it held: the events arriving after
+    that fetch would wait at the broker for the batch after next. Caught up, the agent fetches at the poll.
+    """
+    from aiokafka import AIOKafkaProducer
+
+    async def send(n: int) -> None:
+        # one key: one partition, where a fetched and unpolled burst would keep the next one at the broker
+        for i in range(n):
+            await producer.send(topics["ticket_events"], value=b"{not json " + str(i).encode(), key=b"c1")
+        await producer.flush()
+
+    async def until(condition, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}: polls {agent.polled}, handled {dict(agent.progress.totals)}"
+            await asyncio.sleep(0.05)
+
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await producer.start()
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
+    writer = await asyncio.to_thread(open_writer, settings, topology)
+    agent = _GatedAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
+    try:
+        await send(10)
+        await agent.start()
+        await until(lambda: agent.polled, "the first batch polled")
+        await send(10)
+        await asyncio.sleep(1.5)  # beyond the broker's fetch wait (500 ms): an early fetch would have these
+        await send(10)
+        await asyncio.sleep(0.5)
+        agent.gate.set()
+        await until(lambda: agent.progress.totals["rejected"] == 30, "all 30 dead-lettered")
+        assert agent.polled == [10, 20]
+    finally:
+        await producer.stop()
+        await agent.stop()
+        writer.client.close()

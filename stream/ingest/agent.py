@@ -237,6 +237,7 @@ class IngestAgent(Service):
         # Set while the consume loop may take batches: from an assignment's restore to the next
         # revocation. A revocation waits for the batches polled and not yet committed (_unfinished).
         self._taking = asyncio.Event()
+        self._fetch_at_poll = False  # the partitions paused since the last poll (see _poll)
         self._unfinished = 0
         self._all_finished = asyncio.Event()
         self._all_finished.set()
@@ -316,7 +317,7 @@ class IngestAgent(Service):
                 # Held (no assignment restored yet, or a revocation draining): the partitions are paused and
                 # the poll comes back empty, but it goes on, so the client's errors surface here and it does not
                 # count this worker idle (max_poll_interval).
-                polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=c.batch_max_events)
+                polled = await self._poll(timeout_ms, c.batch_max_events)
                 if polled and not self._taking.is_set():
                     # Fetched as a revocation began, or before the pause: not derived, put back.
                     for tp, msgs in polled.items():
@@ -352,6 +353,26 @@ class IngestAgent(Service):
         finally:
             if finishing is not None and not finishing.done():
                 finishing.cancel()
+
+    async def _poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list]:
+        """The next batch; when caught up, fetched at the poll rather than right after the previous one.
+
+        aiokafka fetches a partition again as soon as a poll has taken what it held. Caught up, that fetch
+        brings the few events that arrived during the poll, and the events of the whole batch cycle that
+        follows wait at the broker for the fetch after the next poll: two cycles in all. Paused between polls,
+        the fetch goes out at the poll and brings everything up to then: one cycle (docs/performance.md).
+        Behind (a full batch), the client fetches ahead as usual: the next batch is there when wanted.
+        """
+        assert self.consumer is not None
+        if self._fetch_at_poll and self._taking.is_set():
+            self.consumer.resume(*self.consumer.assignment())
+        self._fetch_at_poll = False
+        polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        if polled and self._taking.is_set() and sum(map(len, polled.values())) < max_records:
+            # before the client's fetch task runs (it is woken by this poll, not yet run)
+            self.consumer.pause(*self.consumer.assignment())
+            self._fetch_at_poll = True
+        return polled
 
     def _batch_started(self) -> None:
         self._unfinished += 1
