@@ -361,15 +361,16 @@ class IngestAgent(Service):
         brings the few events that arrived during the poll, and the events of the whole batch cycle that
         follows wait at the broker for the fetch after the next poll: two cycles in all. Paused between polls,
         the fetch goes out at the poll and brings everything up to then: one cycle (docs/performance.md).
-        Behind (a full batch), the client fetches ahead as usual: the next batch is there when wanted.
+        Behind (the broker held more than this poll took), the client fetches ahead as usual: a replay's next
+        batch is there when it is wanted.
         """
         assert self.consumer is not None
         if self._fetch_at_poll and self._taking.is_set():
             self.consumer.resume(*self.consumer.assignment())
         self._fetch_at_poll = False
         polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        if polled and self._taking.is_set() and sum(map(len, polled.values())) < max_records:
-            # before the client's fetch task runs (it is woken by this poll, not yet run)
+        if polled and self._taking.is_set() and self._caught_up():
+            # before the client's fetch task runs (this poll woke it; it has not run yet)
             self.consumer.pause(*self.consumer.assignment())
             self._fetch_at_poll = True
         return polled
