@@ -190,3 +190,38 @@ async def test_caught_up_a_poll_takes_everything_that_arrived_while_the_batch_be
         await producer.stop()
         await agent.stop()
         writer.client.close()
+
+
+async def test_caught_up_workers_hand_partitions_over_and_both_keep_taking_events(broker, topology, topics, tmp_path):
+    """Caught up, a worker pauses its partitions between polls; a rebalance then must not leave any paused."""
+    sim = generate(1200, seed=11, start=SIM_START, malformed_share=0, resend_share=0)
+    before, after = sim.records[:600], sim.records[600:]
+    await publish(before, bootstrap_servers=broker.bootstrap, topic_names=topics)
+    settings = Settings(data_dir=tmp_path, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
+    writer = await asyncio.to_thread(open_writer, settings, topology)
+    first = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
+    second = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=(second_writer := writer.sibling()))
+    handled = lambda agent: sum(agent.progress.totals.values())  # noqa: E731
+
+    async def until(condition, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, f"{what}: handled {handled(first)} and {handled(second)}"
+            await asyncio.sleep(0.05)
+
+    await first.start()
+    try:
+        await until(lambda: handled(first) == 600, "the first worker caught up")
+        await second.start()
+        # both own partitions and took them up (restored, resumed); Tansu may have a member join twice
+        await until(lambda: all(a.ready.is_set() and a.consumer.assignment() for a in (first, second)), "the join")
+        await asyncio.sleep(1)
+        await until(lambda: all(a.ready.is_set() and a.consumer.assignment() for a in (first, second)), "the join")
+        await publish(after, bootstrap_servers=broker.bootstrap, topic_names=topics)
+        await until(lambda: handled(first) + handled(second) == 1200, "all 1,200 handled")
+        assert handled(first) > 600 and handled(second) > 0  # each took its share of what came after the join
+    finally:
+        await second.stop()
+        await first.stop()
+        second_writer.client.close()
+        writer.client.close()
