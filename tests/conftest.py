@@ -57,15 +57,16 @@ DEFECT_REASON = {
 }
 
 
-async def start_agent(broker, topology: Topology, data_dir: Path):
-    """The ingest agent in this process, on the test broker and a chDB in ``data_dir``: (agent, writer)."""
+async def start_agent(broker, topology: Topology, data_dir: Path, agent_class=None):
+    """The ingest agent (or ``agent_class``, a subclass) in this process, on the test broker and a chDB in
+    ``data_dir``: (agent, writer)."""
     from stream.ingest.agent import IngestAgent
     from stream.runtime.app import open_writer
     from stream.settings import Settings
 
     settings = Settings(data_dir=data_dir, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
     writer = await asyncio.to_thread(open_writer, settings, topology)
-    agent = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
+    agent = (agent_class or IngestAgent)(bootstrap=broker.bootstrap, topology=topology, writer=writer)
     await agent.start()
     return agent, writer
 
@@ -75,14 +76,21 @@ async def stop_agent(agent, writer) -> None:
     writer.client.close()  # chDB: one data directory per process at a time
 
 
+async def wait_until(condition, describe, timeout_s: float = 30) -> None:
+    """Poll ``condition()`` until it holds; past ``timeout_s`` fail with ``describe()`` (what was awaited, and where
+    things stand)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, describe()
+        await asyncio.sleep(0.05)
+
+
 async def run_agent(broker, topology: Topology, data_dir: Path, expected: int, timeout_s: float = 60):
     """Run the ingest agent until it has handled ``expected`` records, then stop it; returns the agent."""
     agent, writer = await start_agent(broker, topology, data_dir)
     try:
-        deadline = time.monotonic() + timeout_s
-        while sum(agent.progress.totals.values()) < expected:
-            assert time.monotonic() < deadline, f"agent handled {dict(agent.progress.totals)} of {expected}"
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: sum(agent.progress.totals.values()) >= expected,
+                         lambda: f"agent handled {dict(agent.progress.totals)} of {expected}", timeout_s)  # fmt: skip
     finally:
         await stop_agent(agent, writer)
     return agent

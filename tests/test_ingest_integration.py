@@ -15,7 +15,7 @@ from stream.settings import Settings
 from stream.simulate import generate
 from stream.simulate.publish import publish
 
-from .conftest import SIM_START, run_agent
+from .conftest import SIM_START, run_agent, start_agent, stop_agent, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -165,19 +165,13 @@ async def test_caught_up_a_poll_takes_everything_that_arrived_while_the_batch_be
             await producer.send(topics["ticket_events"], value=b"{not json " + str(i).encode(), key=b"c1")
         await producer.flush()
 
-    async def until(condition, what: str) -> None:
-        deadline = time.monotonic() + 30
-        while not condition():
-            assert time.monotonic() < deadline, f"{what}: polls {agent.polled}, handled {dict(agent.progress.totals)}"
-            await asyncio.sleep(0.05)
+    def until(condition, what: str):
+        return wait_until(condition, lambda: f"{what}: polls {agent.polled}, handled {dict(agent.progress.totals)}")
 
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
     await producer.start()
-    settings = Settings(data_dir=tmp_path, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
-    writer = await asyncio.to_thread(open_writer, settings, topology)
-    agent = _GatedAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
+    agent, writer = await start_agent(broker, topology, tmp_path, _GatedAgent)
     try:
-        await agent.start()
         # the group settled first (Tansu may have a member join twice): a rebalance while the batch is held at
         # the gate would redeliver it
         await until(lambda: agent.ready.is_set() and agent.consumer.assignment(), "the partitions assigned")
@@ -193,27 +187,20 @@ async def test_caught_up_a_poll_takes_everything_that_arrived_while_the_batch_be
         assert agent.polled == [10, 20]
     finally:
         await producer.stop()
-        await agent.stop()
-        writer.client.close()
+        await stop_agent(agent, writer)
 
 
 async def test_a_worker_joins_one_caught_up_with_a_live_feed_and_both_take_their_share(broker, topology, topics, tmp_path):
     """A worker caught up with a live feed pauses its partitions between polls; a second worker joining then
     (a rebalance: hold, restore, resume) leaves none paused, and nothing is lost."""
     sim = generate(2400, seed=11, start=SIM_START, malformed_share=0, resend_share=0)
-    settings = Settings(data_dir=tmp_path, kafka_bootstrap=broker.bootstrap, clickhouse_url=None)
-    writer = await asyncio.to_thread(open_writer, settings, topology)
-    first = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=writer)
-    second = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=(second_writer := writer.sibling()))
     handled = lambda agent: sum(agent.progress.totals.values())  # noqa: E731
 
-    async def until(condition, what: str) -> None:
-        deadline = time.monotonic() + 60
-        while not condition():
-            assert time.monotonic() < deadline, f"{what}: handled {handled(first)} and {handled(second)}"
-            await asyncio.sleep(0.05)
+    def until(condition, what: str):
+        return wait_until(condition, lambda: f"{what}: handled {handled(first)} and {handled(second)}", 60)
 
-    await first.start()
+    first, writer = await start_agent(broker, topology, tmp_path)
+    second = IngestAgent(bootstrap=broker.bootstrap, topology=topology, writer=(second_writer := writer.sibling()))
     try:
         await until(lambda: first.ready.is_set() and first.consumer.assignment(), "the first worker's partitions")
         # ~8 s of live feed: the first worker is caught up, polling and pausing, when the second joins
@@ -234,6 +221,5 @@ async def test_a_worker_joins_one_caught_up_with_a_live_feed_and_both_take_their
         assert stored == len(valid)
     finally:
         await second.stop()
-        await first.stop()
         second_writer.client.close()
-        writer.client.close()
+        await stop_agent(first, writer)
